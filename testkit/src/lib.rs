@@ -1,0 +1,12 @@
+//! Test harness shared by the workspace's black-box tests.
+//!
+//! - [`pg::PgCluster`]: a throwaway PostgreSQL cluster with scram-sha-256 password
+//!   authentication on TCP, so a wrong, changed or dropped credential really fails to log in.
+//! - [`devvault::DevVault`]: the project's Vault stand-in, started as a real process.
+//! - [`bins`]: where the workspace's binaries are, building them when missing.
+//!
+//! Everything is removed on drop, also when the test panics.
+
+pub mod bins;
+pub mod devvault;
+pub mod pg;
