@@ -1,1 +1,691 @@
-//! TODO(owner: helper)
+//! What the probes (and later metrics and `/status`) read: per-secret status, a bounded event
+//! history, and the liveness of the agent's loops.
+//!
+//! Shared as `Arc<State>` between the tokio runtime (writers) and the probe server's OS thread
+//! (readers). A plain `std::sync::Mutex` suffices: every critical section is a few field
+//! updates or one clone, and none awaits.
+//!
+//! Nothing here may hold a password, token or other secret value: everything is meant to be
+//! shown on an endpoint. Callers must keep secrets out of `detail` and `last_error` strings.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use serde::{Serialize, Serializer};
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::credential::SecretKind;
+use crate::vault::auth::AuthEvent;
+
+/// Events kept per secret: enough to see the last few rotations and failures on `/status`
+/// without growing memory over months of uptime.
+pub const HISTORY_LEN: usize = 50;
+/// Longest event detail kept, in characters; details come from error messages of any size.
+const DETAIL_MAX: usize = 300;
+/// How long `/health` waits for the agent's event loop to answer a ping.
+pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Where the agent's liveness task sends its answer to one ping.
+pub type LivenessReply = std::sync::mpsc::Sender<()>;
+/// Registered with [`State::set_liveness`]; the probe thread sends pings through it.
+pub type LivenessTx = tokio::sync::mpsc::Sender<LivenessReply>;
+/// Handed to [`serve_liveness`], running on the agent's runtime.
+pub type LivenessRx = tokio::sync::mpsc::Receiver<LivenessReply>;
+
+/// A configured secret, as the agent knows it before anything is fetched.
+#[derive(Debug, Clone)]
+pub struct SecretInfo {
+    pub name: String,
+    pub path: String,
+    pub kind: SecretKind,
+}
+
+/// One secret's status. Never holds a secret value.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretStatus {
+    /// The configured name; the key every method uses.
+    pub name: String,
+    /// The Vault path it is read from.
+    pub path: String,
+    pub kind: SecretKind,
+    /// The database user (not secret; it is in Vault's audit log and the database's too).
+    pub username: Option<String>,
+    /// Vault's lease id; not a bearer secret.
+    pub lease_id: Option<String>,
+    /// When the credential in the file stops working; readiness fails from then on.
+    #[serde(serialize_with = "opt_time")]
+    pub expires_at: Option<SystemTime>,
+    pub renewable: bool,
+    /// Last successful file write; `None` means the app has nothing to read yet.
+    #[serde(serialize_with = "opt_time")]
+    pub written_at: Option<SystemTime>,
+    #[serde(serialize_with = "opt_time")]
+    pub last_rotation: Option<SystemTime>,
+    pub rotations: u64,
+    pub renewals: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+    /// What the secret's loop will do next, and when.
+    pub next_action: Option<NextAction>,
+    /// The most recent events, oldest first, at most [`HISTORY_LEN`].
+    pub history: VecDeque<Event>,
+}
+
+/// The next thing a secret's loop plans to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NextAction {
+    pub what: String,
+    #[serde(serialize_with = "time")]
+    pub at: SystemTime,
+}
+
+/// One entry of a secret's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    #[serde(serialize_with = "time")]
+    pub at: SystemTime,
+    pub kind: EventKind,
+    pub detail: String,
+}
+
+/// What happened. [`State::record`] keeps the counters in step with these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A credential was obtained (the first, or one replacing a lost lease).
+    Issued,
+    /// The lease was extended. Bumps `renewals`.
+    Renewed,
+    /// A new credential replaced the previous one. Bumps `rotations`, sets `last_rotation`.
+    Rotated,
+    /// An old lease was revoked after its grace period.
+    Revoked,
+    /// The file was written. Sets `written_at`.
+    Written,
+    /// Something failed. Bumps `failures`, sets `last_error` to the detail.
+    Failed,
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EventKind::Issued => "issued",
+            EventKind::Renewed => "renewed",
+            EventKind::Rotated => "rotated",
+            EventKind::Revoked => "revoked",
+            EventKind::Written => "written",
+            EventKind::Failed => "failed",
+        })
+    }
+}
+
+/// Counts of the auth layer's events, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct AuthCounters {
+    pub logins: u64,
+    pub login_failures: u64,
+    pub token_renewals: u64,
+    pub token_renew_failures: u64,
+}
+
+/// Shared status of the whole agent.
+pub struct State {
+    inner: Mutex<Inner>,
+    /// The agent's ping responder; `None` until the agent registers one (and in tests).
+    liveness: Mutex<Option<LivenessTx>>,
+}
+
+struct Inner {
+    /// In configuration order, so probe reasons name secrets in a stable order.
+    secrets: Vec<Entry>,
+    auth: AuthCounters,
+}
+
+struct Entry {
+    status: SecretStatus,
+    tasks: Tasks,
+}
+
+/// How many of a secret's tasks are running. A count, not a flag: on reload the old task of a
+/// changed secret may report its exit after the new task reported its start.
+#[derive(Default)]
+struct Tasks {
+    started: bool,
+    running: u32,
+}
+
+impl Tasks {
+    fn dead(&self) -> bool {
+        self.started && self.running == 0
+    }
+}
+
+impl State {
+    pub fn new(secrets: Vec<SecretInfo>) -> Arc<State> {
+        let secrets = secrets.into_iter().map(Entry::new).collect();
+        Arc::new(State {
+            inner: Mutex::new(Inner {
+                secrets,
+                auth: AuthCounters::default(),
+            }),
+            liveness: Mutex::new(None),
+        })
+    }
+
+    /// Adds a secret, or updates the path and kind of a known one while keeping its status
+    /// and history (a secret whose configuration changed on reload is still the same secret).
+    pub fn add_secret(&self, info: SecretInfo) {
+        let mut inner = self.lock();
+        match inner
+            .secrets
+            .iter_mut()
+            .find(|e| e.status.name == info.name)
+        {
+            Some(entry) => {
+                entry.status.path = info.path;
+                entry.status.kind = info.kind;
+            }
+            None => inner.secrets.push(Entry::new(info)),
+        }
+    }
+
+    /// Forgets a secret removed from the configuration, so it no longer gates readiness.
+    pub fn remove_secret(&self, name: &str) {
+        self.lock().secrets.retain(|e| e.status.name != name);
+    }
+
+    /// Changes a secret's status in place. An unknown name is ignored: it can only be a secret
+    /// removed on reload whose task has not stopped yet.
+    pub fn update(&self, name: &str, f: impl FnOnce(&mut SecretStatus)) {
+        self.with_entry(name, |entry| f(&mut entry.status));
+    }
+
+    /// Appends an event (timestamped now) and keeps the counters in step; see [`EventKind`].
+    pub fn record(&self, name: &str, kind: EventKind, detail: impl Into<String>) {
+        self.record_at(name, kind, detail, SystemTime::now());
+    }
+
+    /// [`State::record`] with an explicit time, for callers that already took one, and tests.
+    pub fn record_at(
+        &self,
+        name: &str,
+        kind: EventKind,
+        detail: impl Into<String>,
+        at: SystemTime,
+    ) {
+        let detail = truncate(detail.into());
+        self.with_entry(name, |entry| entry.status.apply(Event { at, kind, detail }));
+    }
+
+    /// Every secret's status, in configuration order.
+    pub fn snapshot(&self) -> Vec<SecretStatus> {
+        self.lock()
+            .secrets
+            .iter()
+            .map(|e| e.status.clone())
+            .collect()
+    }
+
+    /// One secret's status.
+    pub fn get(&self, name: &str) -> Option<SecretStatus> {
+        let inner = self.lock();
+        inner
+            .secrets
+            .iter()
+            .find(|e| e.status.name == name)
+            .map(|e| e.status.clone())
+    }
+
+    /// Counts one auth-layer event (the callback handed to `vault::auth::Auth`).
+    pub fn auth_event(&self, event: AuthEvent) {
+        let auth = &mut self.lock().auth;
+        let counter = match event {
+            AuthEvent::Login => &mut auth.logins,
+            AuthEvent::LoginFailed => &mut auth.login_failures,
+            AuthEvent::Renewed => &mut auth.token_renewals,
+            AuthEvent::RenewFailed => &mut auth.token_renew_failures,
+        };
+        *counter += 1;
+    }
+
+    pub fn auth_counters(&self) -> AuthCounters {
+        self.lock().auth
+    }
+
+    /// Readiness: every secret has a written credential that has not expired at `now`.
+    /// The reason names the first secret that is not ready.
+    pub fn ready(&self, now: SystemTime) -> Result<(), String> {
+        self.lock()
+            .secrets
+            .iter()
+            .try_for_each(|e| e.status.ready(now))
+    }
+
+    /// Reports a secret's task as started (`true`) or stopped (`false`). Once a task has
+    /// started, the secret fails liveness while none of its tasks runs. Prefer
+    /// [`State::task_guard`], which also reports a task that ends by panicking.
+    pub fn mark_task_alive(&self, name: &str, alive: bool) {
+        self.with_entry(name, |entry| {
+            let tasks = &mut entry.tasks;
+            if alive {
+                tasks.started = true;
+                tasks.running += 1;
+            } else {
+                tasks.running = tasks.running.saturating_sub(1);
+            }
+        });
+    }
+
+    /// Marks the task alive now and stopped when the guard drops, however the task ends.
+    pub fn task_guard(self: &Arc<Self>, name: &str) -> TaskGuard {
+        self.mark_task_alive(name, true);
+        TaskGuard {
+            state: self.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    /// Registers the agent's ping responder (see [`serve_liveness`]); replaces any earlier one.
+    pub fn set_liveness(&self, tx: LivenessTx) {
+        *self.liveness.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
+    }
+
+    /// Liveness: no secret's task has died, and the agent's event loop answers a ping within
+    /// [`LIVENESS_TIMEOUT`]. Never depends on Vault. Without a registered responder only the
+    /// task flags count. Blocks up to the timeout: call it from the probe thread, never from
+    /// async code on the agent's runtime.
+    pub fn alive(&self) -> Result<(), String> {
+        self.alive_within(LIVENESS_TIMEOUT)
+    }
+
+    /// [`State::alive`] with an explicit wait.
+    pub fn alive_within(&self, timeout: Duration) -> Result<(), String> {
+        self.tasks_alive()?;
+        self.event_loop_alive(timeout)
+    }
+
+    fn tasks_alive(&self) -> Result<(), String> {
+        match self.lock().secrets.iter().find(|e| e.tasks.dead()) {
+            Some(e) => Err(format!("secret {:?}: its task has stopped", e.status.name)),
+            None => Ok(()),
+        }
+    }
+
+    /// A ping costs nothing while idle: no timer ticks, the responder sleeps on its channel.
+    fn event_loop_alive(&self, timeout: Duration) -> Result<(), String> {
+        let Some(tx) = self
+            .liveness
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        else {
+            return Ok(());
+        };
+        let (reply_tx, reply_rx) = std::sync::mpsc::channel();
+        match tx.try_send(reply_tx) {
+            Ok(()) => {}
+            // Earlier pings are still unanswered: the loop is stuck, not merely slow.
+            Err(TrySendError::Full(_)) => {
+                return Err("the agent's event loop is not answering pings".into())
+            }
+            Err(TrySendError::Closed(_)) => {
+                return Err("the agent's liveness responder has stopped".into())
+            }
+        }
+        match reply_rx.recv_timeout(timeout) {
+            Ok(()) => Ok(()),
+            Err(RecvTimeoutError::Timeout) => Err(format!(
+                "the agent's event loop did not answer within {}",
+                humantime::format_duration(timeout)
+            )),
+            Err(RecvTimeoutError::Disconnected) => {
+                Err("the agent's liveness responder has stopped".into())
+            }
+        }
+    }
+
+    fn with_entry(&self, name: &str, f: impl FnOnce(&mut Entry)) {
+        let mut inner = self.lock();
+        match inner.secrets.iter_mut().find(|e| e.status.name == name) {
+            Some(entry) => f(entry),
+            None => tracing::debug!(secret = name, "status update for an unknown secret ignored"),
+        }
+    }
+
+    /// A panic while holding the lock leaves plain counters and strings, still consistent
+    /// enough to report; refusing to serve probes forever would be worse.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State")
+            .field("secrets", &self.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Answers every ping until the sender side is dropped. Spawn it on the agent's runtime: if
+/// that runtime is blocked or dead, pings go unanswered and `/health` fails.
+pub async fn serve_liveness(mut rx: LivenessRx) {
+    while let Some(reply) = rx.recv().await {
+        // The prober may have given up waiting; that is its business.
+        let _ = reply.send(());
+    }
+}
+
+/// Reports a task stopped when dropped; see [`State::task_guard`].
+pub struct TaskGuard {
+    state: Arc<State>,
+    name: String,
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.state.mark_task_alive(&self.name, false);
+    }
+}
+
+impl Entry {
+    fn new(info: SecretInfo) -> Entry {
+        Entry {
+            status: SecretStatus::new(info),
+            tasks: Tasks::default(),
+        }
+    }
+}
+
+impl SecretStatus {
+    fn new(info: SecretInfo) -> SecretStatus {
+        SecretStatus {
+            name: info.name,
+            path: info.path,
+            kind: info.kind,
+            username: None,
+            lease_id: None,
+            expires_at: None,
+            renewable: false,
+            written_at: None,
+            last_rotation: None,
+            rotations: 0,
+            renewals: 0,
+            failures: 0,
+            last_error: None,
+            next_action: None,
+            history: VecDeque::with_capacity(HISTORY_LEN),
+        }
+    }
+
+    fn apply(&mut self, event: Event) {
+        match event.kind {
+            EventKind::Renewed => self.renewals += 1,
+            EventKind::Rotated => {
+                self.rotations += 1;
+                self.last_rotation = Some(event.at);
+            }
+            EventKind::Written => self.written_at = Some(event.at),
+            EventKind::Failed => {
+                self.failures += 1;
+                self.last_error = Some(event.detail.clone());
+            }
+            EventKind::Issued | EventKind::Revoked => {}
+        }
+        if self.history.len() == HISTORY_LEN {
+            self.history.pop_front();
+        }
+        self.history.push_back(event);
+    }
+
+    fn ready(&self, now: SystemTime) -> Result<(), String> {
+        if self.written_at.is_none() {
+            return Err(format!("secret {:?}: no credential written yet", self.name));
+        }
+        match self.expires_at {
+            Some(at) if at <= now => Err(format!(
+                "secret {:?}: credential expired at {}",
+                self.name,
+                crate::render::rfc3339(at).unwrap_or_else(|| "an unprintable time".into())
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn truncate(mut detail: String) -> String {
+    if let Some((cut, _)) = detail.char_indices().nth(DETAIL_MAX) {
+        detail.truncate(cut);
+        detail.push('…');
+    }
+    detail
+}
+
+fn time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    opt_time(&Some(*t), s)
+}
+
+/// RFC 3339 UTC for endpoints; serde's default (seconds and nanos since the epoch) is
+/// unreadable on a status page.
+fn opt_time<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t.and_then(crate::render::rfc3339) {
+        Some(text) => s.serialize_str(&text),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn info(name: &str) -> SecretInfo {
+        SecretInfo {
+            name: name.into(),
+            path: format!("database/creds/{name}"),
+            kind: SecretKind::Dynamic,
+        }
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn written(state: &State, name: &str, expires: Option<SystemTime>) {
+        state.record_at(name, EventKind::Written, "db.json", at(1_000));
+        state.update(name, |s| s.expires_at = expires);
+    }
+
+    #[test]
+    fn ready_requires_every_secret_written() {
+        let state = State::new(vec![info("db"), info("cache")]);
+        assert_eq!(
+            state.ready(at(2_000)).unwrap_err(),
+            "secret \"db\": no credential written yet"
+        );
+        written(&state, "db", None);
+        assert_eq!(
+            state.ready(at(2_000)).unwrap_err(),
+            "secret \"cache\": no credential written yet"
+        );
+        written(&state, "cache", Some(at(3_000)));
+        assert_eq!(state.ready(at(2_000)), Ok(()));
+    }
+
+    #[test]
+    fn ready_fails_once_expired() {
+        let state = State::new(vec![info("db")]);
+        written(&state, "db", Some(at(1_795_654_923)));
+        assert_eq!(state.ready(at(1_795_654_922)), Ok(()));
+        assert_eq!(
+            state.ready(at(1_795_654_923)).unwrap_err(),
+            "secret \"db\": credential expired at 2026-11-26T01:02:03Z"
+        );
+    }
+
+    #[test]
+    fn removed_secret_no_longer_gates_readiness() {
+        let state = State::new(vec![info("db"), info("old")]);
+        written(&state, "db", None);
+        state.remove_secret("old");
+        assert_eq!(state.ready(at(2_000)), Ok(()));
+        state.update("old", |s| s.failures = 99);
+        assert_eq!(state.snapshot().len(), 1);
+    }
+
+    #[test]
+    fn add_secret_keeps_status_of_a_known_name() {
+        let state = State::new(vec![info("db")]);
+        state.record("db", EventKind::Renewed, "1h");
+        state.add_secret(SecretInfo {
+            kind: SecretKind::Static,
+            ..info("db")
+        });
+        state.add_secret(info("new"));
+        let snap = state.snapshot();
+        assert_eq!((snap[0].renewals, snap[0].kind), (1, SecretKind::Static));
+        assert_eq!(snap[1].name, "new");
+    }
+
+    #[test]
+    fn record_keeps_counters_in_step() {
+        let state = State::new(vec![info("db")]);
+        state.record_at("db", EventKind::Issued, "v-1", at(10));
+        state.record_at("db", EventKind::Written, "", at(11));
+        state.record_at("db", EventKind::Renewed, "", at(12));
+        state.record_at("db", EventKind::Rotated, "v-2", at(13));
+        state.record_at("db", EventKind::Failed, "renew: 503", at(14));
+        state.record_at("db", EventKind::Revoked, "lease", at(15));
+        let s = state.get("db").unwrap();
+        assert_eq!((s.renewals, s.rotations, s.failures), (1, 1, 1));
+        assert_eq!(s.written_at, Some(at(11)));
+        assert_eq!(s.last_rotation, Some(at(13)));
+        assert_eq!(s.last_error.as_deref(), Some("renew: 503"));
+        let kinds: Vec<EventKind> = s.history.iter().map(|e| e.kind).collect();
+        use EventKind::*;
+        assert_eq!(kinds, [Issued, Written, Renewed, Rotated, Failed, Revoked]);
+    }
+
+    #[test]
+    fn history_is_bounded_and_details_truncated() {
+        let state = State::new(vec![info("db")]);
+        for i in 0..(HISTORY_LEN + 7) {
+            state.record_at("db", EventKind::Renewed, format!("#{i}"), at(i as u64));
+        }
+        state.record("db", EventKind::Failed, "é".repeat(DETAIL_MAX * 2));
+        let s = state.get("db").unwrap();
+        assert_eq!(s.history.len(), HISTORY_LEN);
+        assert_eq!(s.history[0].detail, "#8");
+        assert_eq!(
+            s.history.back().unwrap().detail.chars().count(),
+            DETAIL_MAX + 1
+        );
+        assert_eq!(s.renewals, (HISTORY_LEN + 7) as u64);
+    }
+
+    #[test]
+    fn serializes_times_as_rfc3339_and_no_secret_fields() {
+        let state = State::new(vec![info("db")]);
+        state.update("db", |s| {
+            s.expires_at = Some(at(1_795_654_923));
+            s.next_action = Some(NextAction {
+                what: "renew".into(),
+                at: at(1_795_654_000),
+            });
+        });
+        state.record_at("db", EventKind::Issued, "v-1", at(1_795_650_000));
+        let json = serde_json::to_value(state.snapshot()).unwrap();
+        assert_eq!(json[0]["expires_at"], "2026-11-26T01:02:03Z");
+        assert_eq!(json[0]["written_at"], serde_json::Value::Null);
+        assert_eq!(json[0]["next_action"]["at"], "2026-11-26T00:46:40Z");
+        assert_eq!(json[0]["history"][0]["kind"], "issued");
+        assert_eq!(json[0]["kind"], "dynamic");
+        let keys: Vec<&String> = json[0].as_object().unwrap().keys().collect();
+        assert!(
+            !keys
+                .iter()
+                .any(|k| k.contains("password") || k.contains("token")),
+            "{keys:?}"
+        );
+    }
+
+    #[test]
+    fn task_liveness_counts_overlapping_tasks() {
+        let state = State::new(vec![info("db")]);
+        assert_eq!(state.alive(), Ok(()), "not started yet is not dead");
+        state.mark_task_alive("db", true);
+        // Reload: the new task starts before the old one reports its exit.
+        state.mark_task_alive("db", true);
+        state.mark_task_alive("db", false);
+        assert_eq!(state.alive(), Ok(()));
+        state.mark_task_alive("db", false);
+        assert_eq!(
+            state.alive().unwrap_err(),
+            "secret \"db\": its task has stopped"
+        );
+    }
+
+    #[test]
+    fn task_guard_reports_a_panicking_task() {
+        let state = State::new(vec![info("db")]);
+        let s = state.clone();
+        let joined = std::thread::spawn(move || {
+            let _guard = s.task_guard("db");
+            assert_eq!(s.alive(), Ok(()));
+            panic!("task failed");
+        })
+        .join();
+        assert!(joined.is_err());
+        assert!(state.alive().is_err());
+    }
+
+    #[test]
+    fn auth_events_are_counted() {
+        let state = State::new(vec![]);
+        state.auth_event(AuthEvent::Login);
+        state.auth_event(AuthEvent::Login);
+        state.auth_event(AuthEvent::RenewFailed);
+        let c = state.auth_counters();
+        assert_eq!(
+            (c.logins, c.token_renew_failures, c.login_failures),
+            (2, 1, 0)
+        );
+    }
+
+    #[test]
+    fn liveness_answers_while_the_runtime_runs() {
+        let state = State::new(vec![info("db")]);
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        state.set_liveness(tx);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let result = rt.block_on(async {
+            tokio::spawn(serve_liveness(rx));
+            // The probe blocks, as on the HTTP thread; the runtime answers meanwhile.
+            let s = state.clone();
+            tokio::task::spawn_blocking(move || s.alive_within(Duration::from_secs(30)))
+                .await
+                .unwrap()
+        });
+        assert_eq!(result, Ok(()));
+    }
+
+    #[test]
+    fn liveness_fails_when_the_loop_does_not_answer() {
+        let state = State::new(vec![info("db")]);
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        state.set_liveness(tx);
+        // Nobody serves `rx`: the first ping times out, the next finds the queue full.
+        let err = state.alive_within(Duration::from_millis(1)).unwrap_err();
+        assert!(err.contains("did not answer"), "{err}");
+        let err = state.alive_within(Duration::from_millis(1)).unwrap_err();
+        assert!(err.contains("not answering"), "{err}");
+        drop(rx);
+        let err = state.alive_within(Duration::from_millis(1)).unwrap_err();
+        assert!(err.contains("stopped"), "{err}");
+    }
+}

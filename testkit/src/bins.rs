@@ -1,17 +1,25 @@
-//! Locating the workspace's binaries from a test process.
+//! Locating the workspace's binaries from a test process or an example.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The `target/<profile>` directory of the running test binary (`target/debug/deps/x` → `target/debug`).
+/// The `target/<profile>` directory of the running executable: a test binary lives in
+/// `target/<profile>/deps`, an example in `target/<profile>/examples`, both one level below it.
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("test binary has a parent dir");
-    if deps.file_name().is_some_and(|n| n == "deps") {
-        deps.parent().expect("deps has a parent").to_path_buf()
+    let dir = exe.parent().expect("executable has a parent dir");
+    if dir.file_name().is_some_and(|n| n == "deps" || n == "examples") {
+        dir.parent().expect("deps/examples has a parent").to_path_buf()
     } else {
-        deps.to_path_buf()
+        dir.to_path_buf()
     }
+}
+
+/// The workspace root, where `cargo build` must run to build into the same `target/`.
+pub fn workspace_root() -> PathBuf {
+    // testkit sits one level below the workspace root.
+    let testkit = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    testkit.parent().map(PathBuf::from).unwrap_or(testkit)
 }
 
 /// Path of a workspace binary, building its package first when it is missing (for example when
@@ -19,13 +27,32 @@ pub fn target_dir() -> PathBuf {
 pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
     let path = target_dir().join(bin);
     if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", package, "--bin", bin])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build -p {package} failed");
+        cargo_build(&["-p", package, "--bin", bin]);
     }
     assert!(path.exists(), "{} not found after build", path.display());
     path
+}
+
+/// Path of a workspace example binary (`target/<profile>/examples/<name>`). Unlike
+/// [`workspace_bin`] it always runs `cargo build --example`: `cargo test --test x` does not build
+/// examples, and a stale example would test old code. When it is fresh that costs well under a
+/// second.
+pub fn workspace_example(package: &str, example: &str) -> PathBuf {
+    cargo_build(&["-p", package, "--example", example]);
+    let path = target_dir().join("examples").join(example);
+    assert!(path.exists(), "{} not found after build", path.display());
+    path
+}
+
+/// `cargo build <args>` in the workspace, with the profile of the running executable so the
+/// result lands next to it.
+pub fn cargo_build(args: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build").args(args).current_dir(workspace_root());
+    if target_dir().file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "cargo build {} failed", args.join(" "));
 }

@@ -1,0 +1,511 @@
+//! Request pipeline for `/v1/`: parse the request the way Vault's `http/`
+//! package does, check seal state, token and ACL, dispatch to the engine
+//! that owns the path, run revocation jobs, optionally wrap the response,
+//! and render the envelope.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hyper::HeaderMap;
+use serde_json::{Map, Value};
+
+use crate::acl::{cap, Op};
+use crate::auth;
+use crate::database;
+use crate::envelope::{self, Auth, HttpResponse};
+use crate::error::{ApiError, ApiResult};
+use crate::kv;
+use crate::state::{Backend, Flavor, State};
+use crate::sys;
+use crate::tokens::{self, TokenEntry};
+use crate::util;
+use crate::wrapping;
+
+/// A parsed logical request.
+pub struct Req {
+    pub request_id: String,
+    pub op: Op,
+    /// Logical path without `/v1/`; list requests end in `/`.
+    pub path: String,
+    /// Body (or query) parameters.
+    pub data: Map<String, Value>,
+    /// The token string presented, if any.
+    pub raw_token: Option<String>,
+    /// The calling token, once validated.
+    pub caller: Option<TokenEntry>,
+    pub wrap_ttl: Option<Duration>,
+    pub is_head: bool,
+    pub query: BTreeMap<String, String>,
+    pub content_type: String,
+    /// Database work to run before answering (revocations).
+    pub jobs: Vec<crate::state::Job>,
+}
+
+/// An envelope response as a handler builds it.
+#[derive(Debug, Default, Clone)]
+pub struct Logical {
+    /// Non-200 status: rendered as a raw envelope (`RespondWithStatusCode`).
+    pub status: Option<u16>,
+    pub data: Option<Value>,
+    pub lease_id: String,
+    pub renewable: bool,
+    pub lease_duration: i64,
+    pub warnings: Vec<String>,
+    pub auth: Option<Auth>,
+    /// Copy `data` keys to the top level (`HTTPSysInjector`).
+    pub inject: bool,
+    /// Overrides the mount type derived from the path.
+    pub mount_type: Option<String>,
+}
+
+impl Logical {
+    pub fn data(v: Value) -> Logical {
+        Logical { data: Some(v), ..Default::default() }
+    }
+}
+
+/// What a handler answers.
+#[derive(Debug)]
+pub enum Reply {
+    /// 204, empty body.
+    NoContent,
+    /// 202, empty body (async lease revocation).
+    Accepted,
+    /// The standard envelope.
+    Logical(Logical),
+    /// A pre-serialised JSON body with its own status (sys/health).
+    Raw { status: u16, body: Vec<u8> },
+    /// An unwrapped response: the stored original bytes.
+    Unwrapped(Vec<u8>),
+    /// A response replaced by its wrapping token.
+    Wrapped(envelope::WrapInfo),
+}
+
+/// What goes back on the wire.
+pub struct HttpOut {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpOut {
+    pub fn error(e: &ApiError) -> HttpOut {
+        HttpOut { status: e.status, headers: Vec::new(), body: envelope::error_body(&e.errors, e.data.as_ref()) }
+    }
+}
+
+/// Paths that need no token.
+fn unauthenticated(path: &str) -> bool {
+    matches!(
+        path,
+        "sys/health" | "sys/seal-status" | "sys/leader" | "sys/init" | "sys/wrapping/unwrap"
+    ) || path.starts_with("sys/internal/ui/mounts")
+        || is_login(path)
+}
+
+/// `auth/<mount>/login` (and `login/<x>`).
+pub fn is_login(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("auth/") else { return false };
+    let parts: Vec<&str> = rest.split('/').collect();
+    parts.len() >= 2 && parts[1] == "login" && parts[0] != "token"
+}
+
+/// Paths that additionally need `sudo` for non-root tokens.
+fn needs_sudo(path: &str, op: Op) -> bool {
+    (path.starts_with("sys/auth/") && op != Op::Read)
+        || path.starts_with("sys/leases/revoke-prefix")
+        || path.starts_with("sys/leases/revoke-force")
+        || path == "auth/token/revoke-orphan"
+        || path == "sys/seal"
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The client token: `X-Vault-Token` wins, else `Authorization: Bearer`.
+fn token_of(h: &HeaderMap) -> Option<String> {
+    if let Some(t) = header(h, "x-vault-token").filter(|t| !t.is_empty()) {
+        return Some(t.to_string());
+    }
+    header(h, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+/// Decodes `%XX` escapes; `plus_is_space` for query strings.
+fn percent_decode_with(s: &str, plus_is_space: bool) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if plus_is_space && b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_decode_with(s, true)
+}
+
+/// Parses `a=b&c=d`.
+pub fn parse_query(q: &str) -> BTreeMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.find('=') {
+            Some(i) => (percent_decode(&p[..i]), percent_decode(&p[i + 1..])),
+            None => (percent_decode(p), String::new()),
+        })
+        .collect()
+}
+
+/// Parses the body: JSON object, or a form when so declared.
+fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Map<String, Value>> {
+    let trimmed: &[u8] = body.trim_ascii();
+    if trimmed.is_empty() {
+        return Ok(Map::new());
+    }
+    if content_type.starts_with("application/x-www-form-urlencoded")
+        && !matches!(trimmed.first(), Some(b'{') | Some(b'['))
+    {
+        let s = String::from_utf8_lossy(trimmed);
+        return Ok(parse_query(&s).into_iter().map(|(k, v)| (k, Value::String(v))).collect());
+    }
+    match serde_json::from_slice::<Value>(trimmed) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(Value::Null) => Ok(Map::new()),
+        _ => Err(ApiError::bad_json()),
+    }
+}
+
+fn parse_wrap_ttl(h: &HeaderMap) -> ApiResult<Option<Duration>> {
+    let Some(v) = header(h, "x-vault-wrap-ttl") else { return Ok(None) };
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if v.starts_with('-') {
+        return Err(ApiError::bad_request(
+            "error parsing X-Vault-Wrap-TTL header: requested wrap ttl cannot be negative",
+        ));
+    }
+    let d = util::parse_duration_str(v)
+        .map_err(|e| ApiError::bad_request(format!("error parsing X-Vault-Wrap-TTL header: {e}")))?;
+    Ok(if d.is_zero() { None } else { Some(d) })
+}
+
+/// Handles one `/v1/...` request end to end.
+pub async fn handle_v1(
+    state: &Arc<State>,
+    method: &str,
+    logical_path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> HttpOut {
+    let request_id = util::uuid();
+    match dispatch(state, method, logical_path, query, headers, body, &request_id).await {
+        Ok((reply, mount_type, path)) => render(state, reply, &request_id, &mount_type, &path),
+        Err(e) => HttpOut::error(&e),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    state: &Arc<State>,
+    method: &str,
+    logical_path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    request_id: &str,
+) -> ApiResult<(Reply, String, String)> {
+    let query = parse_query(query);
+    let content_type = header(headers, "content-type").unwrap_or("").to_string();
+    let list_param = query.get("list").map(|v| util::parse_bool_str(v).unwrap_or(false)).unwrap_or(false);
+    let op = match method {
+        "GET" if list_param => Op::List,
+        "GET" | "HEAD" => Op::Read,
+        "LIST" => Op::List,
+        "POST" | "PUT" => Op::Update,
+        "DELETE" => Op::Delete,
+        "PATCH" => Op::Patch,
+        _ => return Err(ApiError { status: 405, errors: Vec::new(), data: None }),
+    };
+    let mut path = percent_decode_with(logical_path, false);
+    if op == Op::List && !path.ends_with('/') {
+        path.push('/');
+    }
+    if op == Op::Patch && !content_type.starts_with("application/merge-patch+json") {
+        return Err(ApiError::new(
+            415,
+            format!("PATCH requires Content-Type of application/merge-patch+json, provided {content_type}"),
+        ));
+    }
+    let mut data = if matches!(op, Op::Update | Op::Patch) {
+        parse_body(&content_type, body)?
+    } else {
+        Map::new()
+    };
+    for (k, v) in &query {
+        if k != "list" && !data.contains_key(k) {
+            data.insert(k.clone(), Value::String(v.clone()));
+        }
+    }
+    let wrap_ttl = parse_wrap_ttl(headers)?;
+    let mut req = Req {
+        request_id: request_id.to_string(),
+        op,
+        path: path.clone(),
+        data,
+        raw_token: token_of(headers),
+        caller: None,
+        wrap_ttl,
+        is_head: method == "HEAD",
+        query,
+        content_type,
+        jobs: Vec::new(),
+    };
+
+    // Health and seal status answer even while sealed.
+    if matches!(path.as_str(), "sys/health" | "sys/seal-status" | "sys/leader" | "sys/init") {
+        let reply = sys::handle_unsealed_free(state, &mut req)?;
+        return Ok((reply, "system".into(), path));
+    }
+    if state.core().sealed {
+        return Err(ApiError::sealed());
+    }
+    if req.is_head {
+        return Err(ApiError { status: 405, errors: Vec::new(), data: None });
+    }
+
+    let exhausted = authorize(state, &mut req)?;
+    let mount_type = mount_type_of(state, &path);
+    let result = route(state, &mut req).await;
+
+    if let Some(id) = exhausted {
+        let jobs = state.core().revoke_token_tree(&id);
+        req.jobs.extend(jobs);
+    }
+    let jobs = std::mem::take(&mut req.jobs);
+    database::run_jobs(state, jobs).await;
+    let reply = result?;
+
+    // Response wrapping replaces any logical response by a wrapping token.
+    if let (Some(ttl), Reply::Logical(l)) = (req.wrap_ttl, &reply) {
+        if l.status.is_none() {
+            let wrapped = wrap_reply(state, &req, l, &mount_type, ttl);
+            return Ok((wrapped, mount_type, path));
+        }
+    }
+    Ok((reply, mount_type, path))
+}
+
+/// Validates the token and the ACL. Returns the token id when this request
+/// used its last allowed use (it is revoked after the request).
+fn authorize(state: &Arc<State>, req: &mut Req) -> ApiResult<Option<String>> {
+    let now = SystemTime::now();
+    let mut core = state.core();
+    let flavor = core.flavor;
+    let token = req.raw_token.clone();
+    let public = unauthenticated(&req.path);
+    // A response-wrapping token may only unwrap / look itself up.
+    if let Some(t) = &token {
+        if core.wraps.contains(t) {
+            return if matches!(req.path.as_str(), "sys/wrapping/unwrap" | "sys/wrapping/lookup") {
+                Ok(None)
+            } else {
+                Err(ApiError::permission_denied())
+            };
+        }
+    }
+    let Some(t) = token else {
+        return if public { Ok(None) } else { Err(ApiError::permission_denied()) };
+    };
+    let entry = match core.tokens.live(&t, now) {
+        Some(e) => e.clone(),
+        None if public && is_login(&req.path) => return Ok(None),
+        None => return Err(ApiError::invalid_token(flavor)),
+    };
+    if !public || req.path == "sys/wrapping/unwrap" {
+        let existing = kv::exists(&core, &req.path);
+        let op = match (req.op, existing) {
+            (Op::Update, Some(false)) => Op::Create,
+            (o, _) => o,
+        };
+        let acl = core.acl_for(&entry.policies);
+        if !acl.allowed(&req.path, op) {
+            return Err(ApiError::permission_denied());
+        }
+        if needs_sudo(&req.path, req.op) && acl.capabilities(&req.path, op) & cap::SUDO == 0 {
+            return Err(ApiError::permission_denied());
+        }
+    }
+    let mut exhausted = None;
+    if entry.num_uses > 0 {
+        if let Some(e) = core.tokens.get_mut(&t) {
+            e.num_uses -= 1;
+            if e.num_uses == 0 {
+                exhausted = Some(t.clone());
+            }
+        }
+    }
+    req.caller = Some(entry);
+    Ok(exhausted)
+}
+
+/// The `mount_type` envelope value for a path.
+fn mount_type_of(state: &Arc<State>, path: &str) -> String {
+    if path.starts_with("sys/") {
+        return "system".into();
+    }
+    if is_login(path) {
+        return String::new();
+    }
+    let core = state.core();
+    if let Some(rest) = path.strip_prefix("auth/") {
+        return core
+            .find_auth_mount(rest)
+            .and_then(|m| core.auth_mounts.get(&m).map(|e| e.kind.clone()))
+            .unwrap_or_default();
+    }
+    core.find_mount(path)
+        .and_then(|m| core.mounts.get(&m).map(|e| e.kind.clone()))
+        .unwrap_or_default()
+}
+
+fn no_route(path: &str) -> ApiError {
+    ApiError::new(404, format!("no handler for route {path:?}. route entry not found."))
+}
+
+/// Sends the request to the engine owning its path.
+async fn route(state: &Arc<State>, req: &mut Req) -> ApiResult<Reply> {
+    let path = req.path.clone();
+    if let Some(rest) = path.strip_prefix("sys/") {
+        return sys::handle(state, req, rest).await;
+    }
+    if let Some(rest) = path.strip_prefix("auth/") {
+        let (mount, kind) = {
+            let core = state.core();
+            let m = core.find_auth_mount(rest).ok_or_else(|| no_route(&path))?;
+            let kind = core.auth_mounts.get(&m).map(|e| e.kind.clone()).unwrap_or_default();
+            (m, kind)
+        };
+        let sub = rest.get(mount.len()..).unwrap_or("").to_string();
+        let mut core = state.core();
+        return match kind.as_str() {
+            "token" => tokens::handle(&mut core, req, &sub),
+            "approle" => auth::approle::handle(&mut core, req, &mount, &sub),
+            "kubernetes" => auth::kubernetes::handle(&mut core, req, &mount, &sub),
+            "jwt" | "oidc" => auth::jwt::handle(&mut core, req, &mount, &sub),
+            _ => Err(ApiError::unsupported_path()),
+        };
+    }
+    let (mount, is_db) = {
+        let core = state.core();
+        let m = core.find_mount(&path).ok_or_else(|| no_route(&path))?;
+        let is_db = matches!(core.mounts.get(&m).map(|e| &e.backend), Some(Backend::Database(_)));
+        (m, is_db)
+    };
+    let sub = path.get(mount.len()..).unwrap_or("").to_string();
+    if is_db {
+        return database::handle(state, req, &mount, &sub).await;
+    }
+    let mut core = state.core();
+    kv::handle(&mut core, req, &mount, &sub)
+}
+
+fn envelope_of(l: &Logical, request_id: &str, flavor: Flavor, mount_type: &str) -> HttpResponse {
+    let mt = l.mount_type.as_deref().unwrap_or(mount_type);
+    let mut r = HttpResponse::empty(request_id.to_string(), flavor, mt);
+    r.lease_id = l.lease_id.clone();
+    r.renewable = l.renewable;
+    r.lease_duration = l.lease_duration;
+    r.data = l.data.clone();
+    r.warnings = if l.warnings.is_empty() { None } else { Some(l.warnings.clone()) };
+    r.auth = l.auth.clone();
+    r
+}
+
+fn wrap_reply(state: &Arc<State>, req: &Req, l: &Logical, mount_type: &str, ttl: Duration) -> Reply {
+    let body = serialize_logical(l, &req.request_id, state.flavor, mount_type);
+    let wrapped_accessor = l
+        .auth
+        .as_ref()
+        .map(|a| a.accessor.clone())
+        .or_else(|| {
+            l.data
+                .as_ref()
+                .and_then(|d| d.get("secret_id_accessor"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let info = {
+        let mut core = state.core();
+        let prefix = core.flavor.token_prefix();
+        core.wraps.wrap(prefix, body, ttl, &req.path, wrapped_accessor)
+    };
+    state.wake.notify_one();
+    Reply::Wrapped(info)
+}
+
+fn serialize_logical(l: &Logical, request_id: &str, flavor: Flavor, mount_type: &str) -> Vec<u8> {
+    let env = envelope_of(l, request_id, flavor, mount_type);
+    if l.inject {
+        envelope::inject_top_level(&env)
+    } else {
+        envelope::go_json(&env)
+    }
+}
+
+fn render(state: &Arc<State>, reply: Reply, request_id: &str, mount_type: &str, _path: &str) -> HttpOut {
+    let flavor = state.flavor;
+    match reply {
+        Reply::NoContent => HttpOut { status: 204, headers: Vec::new(), body: Vec::new() },
+        Reply::Accepted => HttpOut { status: 202, headers: Vec::new(), body: Vec::new() },
+        Reply::Raw { status, body } => HttpOut { status, headers: Vec::new(), body },
+        Reply::Wrapped(info) => {
+            // Wrapped envelopes carry only wrap_info; request_id stays empty
+            // (Vault's respondLogical does not set it on this branch).
+            let mut r = HttpResponse::empty(String::new(), flavor, "");
+            r.wrap_info = Some(info);
+            HttpOut { status: 200, headers: Vec::new(), body: envelope::go_json(&r) }
+        }
+        Reply::Unwrapped(body) => {
+            if body.is_empty() {
+                HttpOut { status: 204, headers: Vec::new(), body }
+            } else {
+                HttpOut { status: 200, headers: Vec::new(), body }
+            }
+        }
+        Reply::Logical(l) => {
+            let status = l.status.unwrap_or(200);
+            // RespondWithStatusCode bodies never get mount_type filled in.
+            let mt = if l.status.is_some() { "" } else { mount_type };
+            let mut l = l;
+            if l.status.is_some() {
+                l.mount_type = None;
+            }
+            HttpOut { status, headers: Vec::new(), body: serialize_logical(&l, request_id, flavor, mt) }
+        }
+    }
+}
+
+/// Unwraps (used by `sys/wrapping/unwrap`), single use.
+pub fn unwrap_token(state: &Arc<State>, token: &str) -> ApiResult<Vec<u8>> {
+    let mut core = state.core();
+    core.wraps
+        .take(token, SystemTime::now())
+        .ok_or_else(|| ApiError::bad_request(wrapping::INVALID_WRAP))
+}

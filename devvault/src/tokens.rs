@@ -1,0 +1,565 @@
+//! The token store (`auth/token/*`): service tokens with TTL, max TTL,
+//! periods, use counts and a parent/child tree. Revoking a token revokes its
+//! children and every lease it owns; expiry does the same via the scheduler.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Map, Value};
+
+use crate::envelope::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::leases::{calculate_ttl, TtlInput};
+use crate::router::{Logical, Reply, Req};
+use crate::state::{Core, Flavor, SYSTEM_DEFAULT_TTL, SYSTEM_MAX_TTL};
+use crate::util;
+
+/// One token's stored entry (Vault's `logical.TokenEntry` + lease bookkeeping).
+#[derive(Debug, Clone)]
+pub struct TokenEntry {
+    pub id: String,
+    pub accessor: String,
+    pub policies: Vec<String>,
+    /// Parent token id; `None` for orphans.
+    pub parent: Option<String>,
+    /// Creation path, e.g. `auth/approle/login`.
+    pub path: String,
+    pub meta: BTreeMap<String, String>,
+    pub display_name: String,
+    /// Remaining uses; 0 = unlimited.
+    pub num_uses: i64,
+    pub creation_time: SystemTime,
+    /// TTL at creation (`creation_ttl`).
+    pub creation_ttl: Duration,
+    /// Current lease TTL; zero = never expires (root tokens).
+    pub ttl: Duration,
+    pub expire_time: Option<SystemTime>,
+    pub explicit_max_ttl: Duration,
+    /// Default TTL the issuing backend applies on renewal.
+    pub renew_ttl: Duration,
+    /// Max TTL the issuing backend enforces on renewal (role `token_max_ttl`).
+    pub renew_max_ttl: Duration,
+    pub period: Duration,
+    pub renewable: bool,
+    pub last_renewal: Option<SystemTime>,
+    pub orphan: bool,
+    pub entity_id: String,
+    pub role: Option<String>,
+    /// Accessor of the auth mount that issued it (for `sys/auth` disable).
+    pub mount_accessor: String,
+}
+
+impl TokenEntry {
+    /// Whether the token is usable at `now`.
+    pub fn is_live(&self, now: SystemTime) -> bool {
+        self.expire_time.is_none_or(|t| t > now)
+    }
+
+    /// Seconds left (0 for non-expiring tokens).
+    pub fn remaining(&self, now: SystemTime) -> i64 {
+        self.expire_time
+            .map(|t| t.duration_since(now).map(|d| d.as_secs_f64().round() as i64).unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// The `auth` block of a login / create / renew response.
+    pub fn auth_block(&self) -> Auth {
+        Auth {
+            client_token: self.id.clone(),
+            accessor: self.accessor.clone(),
+            policies: self.policies.clone(),
+            token_policies: self.policies.clone(),
+            identity_policies: Vec::new(),
+            metadata: if self.meta.is_empty() { None } else { Some(self.meta.clone()) },
+            lease_duration: util::secs(self.ttl),
+            renewable: self.renewable,
+            entity_id: self.entity_id.clone(),
+            token_type: "service".to_string(),
+            orphan: self.orphan,
+            mfa_requirement: None,
+            num_uses: self.num_uses,
+        }
+    }
+
+    /// `data` of `lookup-self` / `lookup` (token_store.go handleLookup).
+    pub fn lookup_data(&self, now: SystemTime, hide_id: bool) -> Value {
+        let mut m = Map::new();
+        m.insert("accessor".into(), json!(self.accessor));
+        m.insert("creation_time".into(), json!(util::unix_secs(self.creation_time)));
+        m.insert("creation_ttl".into(), json!(util::secs(self.creation_ttl)));
+        m.insert("display_name".into(), json!(self.display_name));
+        m.insert("entity_id".into(), json!(self.entity_id));
+        m.insert(
+            "expire_time".into(),
+            self.expire_time.map(|t| json!(util::rfc3339_nano(t))).unwrap_or(Value::Null),
+        );
+        m.insert("explicit_max_ttl".into(), json!(util::secs(self.explicit_max_ttl)));
+        m.insert("id".into(), json!(if hide_id { "" } else { self.id.as_str() }));
+        m.insert("issue_time".into(), json!(util::rfc3339_nano(self.creation_time)));
+        m.insert(
+            "meta".into(),
+            if self.meta.is_empty() { Value::Null } else { json!(self.meta) },
+        );
+        m.insert("num_uses".into(), json!(self.num_uses));
+        m.insert("orphan".into(), json!(self.orphan));
+        m.insert("path".into(), json!(self.path));
+        m.insert("policies".into(), json!(self.policies));
+        m.insert("renewable".into(), json!(self.renewable));
+        m.insert("ttl".into(), json!(self.remaining(now)));
+        m.insert("type".into(), json!("service"));
+        if let Some(lr) = self.last_renewal {
+            m.insert("last_renewal".into(), json!(util::rfc3339_nano(lr)));
+            m.insert("last_renewal_time".into(), json!(util::unix_secs(lr)));
+        }
+        if !self.period.is_zero() {
+            m.insert("period".into(), json!(util::secs(self.period)));
+        }
+        if let Some(r) = &self.role {
+            m.insert("role".into(), json!(r));
+        }
+        Value::Object(m)
+    }
+}
+
+/// All tokens, indexed by id and accessor, with the parent→children tree.
+#[derive(Default)]
+pub struct TokenStore {
+    by_id: HashMap<String, TokenEntry>,
+    by_accessor: HashMap<String, String>,
+    children: HashMap<String, Vec<String>>,
+}
+
+impl TokenStore {
+    /// The `--root-token`: root policy, no TTL, orphan.
+    pub fn insert_root(&mut self, id: &str) {
+        let now = SystemTime::now();
+        self.insert(TokenEntry {
+            id: id.to_string(),
+            accessor: util::random_base62(24),
+            policies: vec!["root".into()],
+            parent: None,
+            path: "auth/token/root".into(),
+            meta: BTreeMap::new(),
+            display_name: "root".into(),
+            num_uses: 0,
+            creation_time: now,
+            creation_ttl: Duration::ZERO,
+            ttl: Duration::ZERO,
+            expire_time: None,
+            explicit_max_ttl: Duration::ZERO,
+            renew_ttl: Duration::ZERO,
+            renew_max_ttl: Duration::ZERO,
+            period: Duration::ZERO,
+            renewable: false,
+            last_renewal: None,
+            orphan: true,
+            entity_id: String::new(),
+            role: None,
+            mount_accessor: String::new(),
+        });
+    }
+
+    pub fn insert(&mut self, e: TokenEntry) {
+        if let Some(p) = &e.parent {
+            self.children.entry(p.clone()).or_default().push(e.id.clone());
+        }
+        self.by_accessor.insert(e.accessor.clone(), e.id.clone());
+        self.by_id.insert(e.id.clone(), e);
+    }
+
+    pub fn get(&self, id: &str) -> Option<&TokenEntry> {
+        self.by_id.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut TokenEntry> {
+        self.by_id.get_mut(id)
+    }
+
+    /// A token that exists and has not expired.
+    pub fn live(&self, id: &str, now: SystemTime) -> Option<&TokenEntry> {
+        self.by_id.get(id).filter(|e| e.is_live(now))
+    }
+
+    pub fn id_by_accessor(&self, accessor: &str) -> Option<String> {
+        self.by_accessor.get(accessor).cloned()
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &TokenEntry> {
+        self.by_id.values()
+    }
+
+    fn remove_one(&mut self, id: &str) -> Option<TokenEntry> {
+        let e = self.by_id.remove(id)?;
+        self.by_accessor.remove(&e.accessor);
+        if let Some(p) = &e.parent {
+            if let Some(sibs) = self.children.get_mut(p) {
+                sibs.retain(|c| c != id);
+            }
+        }
+        Some(e)
+    }
+
+    /// Removes the token and all descendants; returns the removed ids.
+    pub fn revoke_tree(&mut self, id: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![id.to_string()];
+        while let Some(cur) = stack.pop() {
+            if let Some(kids) = self.children.remove(&cur) {
+                stack.extend(kids);
+            }
+            if self.remove_one(&cur).is_some() {
+                out.push(cur);
+            }
+        }
+        out
+    }
+
+    /// Removes only the token; its children become orphans.
+    pub fn revoke_orphan(&mut self, id: &str) -> Vec<String> {
+        if let Some(kids) = self.children.remove(id) {
+            for k in kids {
+                if let Some(c) = self.by_id.get_mut(&k) {
+                    c.parent = None;
+                    c.orphan = true;
+                }
+            }
+        }
+        self.remove_one(id).map(|_| vec![id.to_string()]).unwrap_or_default()
+    }
+
+    pub fn expired(&self, now: SystemTime) -> Vec<String> {
+        self.by_id
+            .values()
+            .filter(|e| !e.is_live(now))
+            .map(|e| e.id.clone())
+            .collect()
+    }
+
+    pub fn next_expiry(&self) -> Option<SystemTime> {
+        self.by_id.values().filter_map(|e| e.expire_time).min()
+    }
+}
+
+/// What a new token should look like; built by token create and by logins.
+#[derive(Debug, Clone, Default)]
+pub struct TokenSpec {
+    pub policies: Vec<String>,
+    pub no_default_policy: bool,
+    pub meta: BTreeMap<String, String>,
+    pub display_name: String,
+    pub path: String,
+    pub parent: Option<String>,
+    pub ttl: Duration,
+    pub max_ttl: Duration,
+    pub explicit_max_ttl: Duration,
+    pub period: Duration,
+    pub renewable: bool,
+    pub num_uses: i64,
+    pub entity_id: String,
+    pub role: Option<String>,
+    pub mount_accessor: String,
+}
+
+/// Creates and stores a token; returns it with any TTL-capping warnings.
+pub fn issue(core: &mut Core, spec: TokenSpec) -> ApiResult<(TokenEntry, Vec<String>)> {
+    let now = SystemTime::now();
+    let policies = util::sanitize_policies(spec.policies.clone(), !spec.no_default_policy);
+    let is_root = policies.iter().any(|p| p == "root");
+    let (ttl, warnings) = if spec.period.is_zero() && spec.ttl.is_zero() && is_root {
+        (Duration::ZERO, Vec::new())
+    } else {
+        calculate_ttl(
+            &TtlInput {
+                sys_default: SYSTEM_DEFAULT_TTL,
+                sys_max: SYSTEM_MAX_TTL,
+                increment: Duration::ZERO,
+                backend_ttl: spec.ttl,
+                period: spec.period,
+                backend_max: spec.max_ttl,
+                explicit_max: spec.explicit_max_ttl,
+                start: now,
+            },
+            now,
+        )
+        .map_err(ApiError::bad_request)?
+    };
+    let entry = TokenEntry {
+        id: format!("{}{}", core.flavor.token_prefix(), util::random_base62(24)),
+        accessor: util::random_base62(24),
+        policies,
+        orphan: spec.parent.is_none(),
+        parent: spec.parent,
+        path: spec.path,
+        meta: spec.meta,
+        display_name: spec.display_name,
+        num_uses: spec.num_uses,
+        creation_time: now,
+        creation_ttl: ttl,
+        ttl,
+        expire_time: if ttl.is_zero() { None } else { Some(now + ttl) },
+        explicit_max_ttl: spec.explicit_max_ttl,
+        renew_ttl: spec.ttl,
+        renew_max_ttl: spec.max_ttl,
+        period: spec.period,
+        renewable: spec.renewable && !ttl.is_zero(),
+        last_renewal: None,
+        entity_id: spec.entity_id,
+        role: spec.role,
+        mount_accessor: spec.mount_accessor,
+    };
+    core.tokens.insert(entry.clone());
+    Ok((entry, warnings))
+}
+
+/// Renews a token (`renew-self`, `renew`), capping at its max TTL.
+pub fn renew(core: &mut Core, id: &str, increment: Duration) -> ApiResult<(TokenEntry, Vec<String>)> {
+    let now = SystemTime::now();
+    let flavor = core.flavor;
+    let e = core
+        .tokens
+        .get_mut(id)
+        .filter(|e| e.is_live(now))
+        .ok_or_else(|| ApiError::invalid_token(flavor))?;
+    if !e.renewable || e.expire_time.is_none() {
+        return Err(ApiError::bad_request("lease is not renewable"));
+    }
+    let (ttl, warnings) = calculate_ttl(
+        &TtlInput {
+            sys_default: SYSTEM_DEFAULT_TTL,
+            sys_max: SYSTEM_MAX_TTL,
+            increment,
+            backend_ttl: e.renew_ttl,
+            period: e.period,
+            backend_max: e.renew_max_ttl,
+            explicit_max: e.explicit_max_ttl,
+            start: e.creation_time,
+        },
+        now,
+    )
+    .map_err(ApiError::bad_request)?;
+    e.ttl = ttl;
+    e.expire_time = Some(now + ttl);
+    e.last_renewal = Some(now);
+    Ok((e.clone(), warnings))
+}
+
+fn token_reply(e: &TokenEntry, warnings: Vec<String>) -> Reply {
+    let mut l = Logical::default();
+    l.auth = Some(e.auth_block());
+    l.warnings = warnings;
+    Reply::Logical(l)
+}
+
+fn increment_of(data: &Map<String, Value>) -> ApiResult<Duration> {
+    data.get("increment")
+        .map(util::parse_duration)
+        .transpose()
+        .map_err(ApiError::bad_request)
+        .map(|d| d.unwrap_or_default())
+}
+
+fn str_field<'a>(data: &'a Map<String, Value>, key: &str) -> &'a str {
+    data.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Dispatches `auth/token/<rest>`.
+pub fn handle(core: &mut Core, req: &mut Req, rest: &str) -> ApiResult<Reply> {
+    use crate::acl::Op;
+    let now = SystemTime::now();
+    let caller = req.caller.clone();
+    let flavor = core.flavor;
+    let write = matches!(req.op, Op::Update | Op::Create);
+    match rest {
+        "create" | "create-orphan" if write => create(core, req, rest == "create-orphan"),
+        "lookup-self" if matches!(req.op, Op::Read | Op::Update) => {
+            let c = caller.ok_or_else(|| ApiError::invalid_token(flavor))?;
+            let e = core.tokens.live(&c.id, now).ok_or_else(|| ApiError::invalid_token(flavor))?;
+            Ok(Reply::Logical(Logical::data(e.lookup_data(now, false))))
+        }
+        "lookup" if matches!(req.op, Op::Read | Op::Update) => {
+            let t = str_field(&req.data, "token");
+            let e = core
+                .tokens
+                .live(t, now)
+                .ok_or_else(|| ApiError::new(403, "bad token"))?;
+            Ok(Reply::Logical(Logical::data(e.lookup_data(now, false))))
+        }
+        "lookup-accessor" if write => {
+            let a = str_field(&req.data, "accessor");
+            let id = core.tokens.id_by_accessor(a).ok_or_else(|| ApiError::bad_request("invalid accessor"))?;
+            let e = core.tokens.live(&id, now).ok_or_else(|| ApiError::bad_request("invalid accessor"))?;
+            Ok(Reply::Logical(Logical::data(e.lookup_data(now, true))))
+        }
+        "renew-self" if write => {
+            let c = caller.ok_or_else(|| ApiError::invalid_token(flavor))?;
+            let inc = increment_of(&req.data)?;
+            let (e, w) = renew(core, &c.id, inc)?;
+            Ok(token_reply(&e, w))
+        }
+        "renew" if write => {
+            let t = str_field(&req.data, "token").to_string();
+            if t.is_empty() {
+                return Err(ApiError::bad_request("missing token"));
+            }
+            let inc = increment_of(&req.data)?;
+            let (e, w) = renew(core, &t, inc).map_err(|e| {
+                if e.status == 403 { ApiError::bad_request("invalid token") } else { e }
+            })?;
+            Ok(token_reply(&e, w))
+        }
+        "renew-accessor" if write => {
+            let a = str_field(&req.data, "accessor");
+            let id = core.tokens.id_by_accessor(a).ok_or_else(|| ApiError::bad_request("invalid accessor"))?;
+            let inc = increment_of(&req.data)?;
+            let (e, w) = renew(core, &id, inc)?;
+            let mut auth = e.auth_block();
+            auth.client_token = String::new();
+            let mut l = Logical::default();
+            l.auth = Some(auth);
+            l.warnings = w;
+            Ok(Reply::Logical(l))
+        }
+        "revoke-self" if write => {
+            let c = caller.ok_or_else(|| ApiError::invalid_token(flavor))?;
+            req.jobs.extend(core.revoke_token_tree(&c.id));
+            Ok(Reply::NoContent)
+        }
+        "revoke" if write => {
+            let t = str_field(&req.data, "token").to_string();
+            if t.is_empty() {
+                return Err(ApiError::bad_request("missing token"));
+            }
+            req.jobs.extend(core.revoke_token_tree(&t));
+            Ok(Reply::NoContent)
+        }
+        "revoke-orphan" if write => {
+            let t = str_field(&req.data, "token").to_string();
+            req.jobs.extend(core.revoke_token_orphan(&t));
+            Ok(Reply::NoContent)
+        }
+        "revoke-accessor" if write => {
+            let a = str_field(&req.data, "accessor");
+            let id = core.tokens.id_by_accessor(a).ok_or_else(|| ApiError::bad_request("invalid accessor"))?;
+            req.jobs.extend(core.revoke_token_tree(&id));
+            Ok(Reply::NoContent)
+        }
+        "accessors/" if req.op == Op::List => {
+            let keys: Vec<String> = core.tokens.all().map(|e| e.accessor.clone()).collect();
+            Ok(Reply::Logical(Logical::data(json!({ "keys": keys }))))
+        }
+        r if r.starts_with("lookup/") && req.op == Op::Read => {
+            let t = &r["lookup/".len()..];
+            let e = core.tokens.live(t, now).ok_or_else(|| ApiError::new(403, "bad token"))?;
+            Ok(Reply::Logical(Logical::data(e.lookup_data(now, false))))
+        }
+        "create" | "create-orphan" | "lookup-self" | "lookup" | "lookup-accessor" | "renew-self"
+        | "renew" | "renew-accessor" | "revoke-self" | "revoke" | "revoke-orphan" | "revoke-accessor" => {
+            Err(ApiError::unsupported_operation())
+        }
+        _ => Err(ApiError::unsupported_path()),
+    }
+}
+
+fn create(core: &mut Core, req: &mut Req, orphan_path: bool) -> ApiResult<Reply> {
+    let flavor: Flavor = core.flavor;
+    let caller = req.caller.clone().ok_or_else(|| ApiError::invalid_token(flavor))?;
+    let d = &req.data;
+    let caller_root = caller.policies.iter().any(|p| p == "root");
+    let mut policies = d.get("policies").map(util::comma_list).unwrap_or_default();
+    let no_parent = d
+        .get("no_parent")
+        .map(util::parse_bool)
+        .transpose()
+        .map_err(ApiError::bad_request)?
+        .unwrap_or(false);
+    if no_parent && !caller_root && !orphan_path {
+        return Err(ApiError::bad_request("root or sudo privileges required to create orphan token"));
+    }
+    if policies.is_empty() {
+        policies = caller.policies.clone();
+    } else if !caller_root {
+        let allowed: Vec<&String> = caller.policies.iter().collect();
+        if policies
+            .iter()
+            .any(|p| p != "default" && !allowed.iter().any(|a| *a == p))
+        {
+            return Err(ApiError::bad_request("child policies must be subset of parent"));
+        }
+    }
+    let dur = |k: &str| -> ApiResult<Duration> {
+        d.get(k)
+            .map(util::parse_duration)
+            .transpose()
+            .map_err(ApiError::bad_request)
+            .map(|x| x.unwrap_or_default())
+    };
+    let ttl = dur("ttl")?;
+    let explicit_max_ttl = dur("explicit_max_ttl")?;
+    let period = dur("period")?;
+    let renewable = d
+        .get("renewable")
+        .map(util::parse_bool)
+        .transpose()
+        .map_err(ApiError::bad_request)?
+        .unwrap_or(true);
+    let num_uses = d
+        .get("num_uses")
+        .map(util::parse_int)
+        .transpose()
+        .map_err(ApiError::bad_request)?
+        .unwrap_or(0);
+    if num_uses < 0 {
+        return Err(ApiError::bad_request("number of uses cannot be negative"));
+    }
+    let no_default_policy = d
+        .get("no_default_policy")
+        .map(util::parse_bool)
+        .transpose()
+        .map_err(ApiError::bad_request)?
+        .unwrap_or(false);
+    let meta: BTreeMap<String, String> = match d.get("meta") {
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    let display = str_field(d, "display_name");
+    let display_name = if display.is_empty() {
+        "token".to_string()
+    } else {
+        format!("token-{}", display.to_lowercase().replace(|c: char| !c.is_alphanumeric() && c != '-', "-"))
+    };
+    let mut warnings: Vec<String> = util::sanitize_policies(policies.clone(), false)
+        .into_iter()
+        .filter(|p| p != "root" && p != "default" && !core.policies.contains_key(p))
+        .map(|p| format!("Policy {p:?} does not exist"))
+        .collect();
+    let token_mount = core
+        .auth_mounts
+        .get("token/")
+        .map(|m| m.accessor.clone())
+        .unwrap_or_default();
+    let (entry, w) = issue(
+        core,
+        TokenSpec {
+            policies,
+            no_default_policy,
+            meta,
+            display_name,
+            path: format!("auth/token/{}", if orphan_path { "create-orphan" } else { "create" }),
+            parent: if no_parent || orphan_path { None } else { Some(caller.id.clone()) },
+            ttl,
+            max_ttl: Duration::ZERO,
+            explicit_max_ttl,
+            period,
+            renewable,
+            num_uses,
+            entity_id: String::new(),
+            role: None,
+            mount_accessor: token_mount,
+        },
+    )?;
+    warnings.extend(w);
+    Ok(token_reply(&entry, warnings))
+}

@@ -1,0 +1,299 @@
+//! Ties it together: the Vault client and auth, one worker per secret, the probe server, and
+//! the signals that steer them.
+//!
+//! Signals: SIGTERM/SIGINT stop cleanly (revoking first with `--revoke-on-exit`); SIGHUP
+//! re-reads the configuration and restarts only the secrets whose settings changed; SIGUSR1
+//! rotates every secret now.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigError, SecretConfig};
+use crate::http::ProbeServer;
+use crate::lease;
+use crate::logging::LogHandle;
+use crate::secret::{Control, SecretError, Worker};
+use crate::sink::FileSink;
+use crate::state::{SecretInfo, State};
+use crate::vault::{Auth, AuthEvent, Client, Live, VaultError};
+
+/// How long shutdown waits for workers to finish what they are doing (and revoke, if asked).
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Bad configuration found while starting: exit code 2.
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Vault(#[from] VaultError),
+    #[error("probe listener: {0}")]
+    Http(#[from] crate::http::HttpError),
+    #[error("--once: secret {name:?}: {source}")]
+    Once {
+        name: String,
+        #[source]
+        source: SecretError,
+    },
+    #[error("--once: gave up after {0:?}")]
+    OnceTimeout(Duration),
+}
+
+impl AgentError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AgentError::Config(_) => 2,
+            AgentError::Vault(VaultError::Tls(_)) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Re-reads the configuration on SIGHUP.
+pub type Reload = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+
+struct Running {
+    cfg: SecretConfig,
+    rotate: Arc<Notify>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+pub struct Agent {
+    cfg: Config,
+    backend: Arc<Live>,
+    state: Arc<State>,
+    running: BTreeMap<String, Running>,
+}
+
+impl Agent {
+    /// Checks everything that can be checked without Vault; errors here are configuration
+    /// errors (exit 2).
+    pub fn new(cfg: Config, state: Arc<State>) -> Result<Agent, AgentError> {
+        if cfg.vault.addr.starts_with("http://") {
+            tracing::warn!(addr = %cfg.vault.addr, "talking to Vault over plain http: tokens and credentials cross the network unencrypted");
+        }
+        if cfg.vault.skip_verify {
+            tracing::warn!("TLS certificate verification of Vault is off (skip_verify)");
+        }
+        let client = Client::new(&cfg.vault).map_err(|e| AgentError::Config(e.to_string()))?;
+        let metrics_state = state.clone();
+        let auth = Auth::new(
+            client.clone(),
+            cfg.auth.clone(),
+            cfg.backoff,
+            Box::new(move |e: AuthEvent| metrics_state.auth_event(e)),
+        );
+        for s in &cfg.secrets {
+            sink_for(s)?;
+        }
+        Ok(Agent {
+            backend: Arc::new(Live {
+                client,
+                auth: Arc::new(auth),
+            }),
+            state,
+            cfg,
+            running: BTreeMap::new(),
+        })
+    }
+
+    pub fn state(&self) -> Arc<State> {
+        self.state.clone()
+    }
+
+    /// `--once`: every secret fetched and written, or an error.
+    pub async fn run_once(self) -> Result<(), AgentError> {
+        let limit = self.cfg.once_timeout;
+        let mut tasks = tokio::task::JoinSet::new();
+        for s in &self.cfg.secrets {
+            let sink = sink_for(s)?;
+            let (_tx, rx) = watch::channel(false);
+            let control = Control {
+                rotate: Arc::new(Notify::new()),
+                shutdown: rx,
+            };
+            let worker = Worker::new(s.clone(), self.backend.clone(), sink, self.state.clone(), control, self.cfg.backoff, false);
+            let name = s.name.clone();
+            tasks.spawn(async move { (name, worker.run_once(limit).await) });
+        }
+        let all = async {
+            let mut results = Vec::new();
+            while let Some(joined) = tasks.join_next().await {
+                results.push(joined);
+            }
+            results
+        };
+        let results = tokio::time::timeout(limit + Duration::from_secs(1), all)
+            .await
+            .map_err(|_| AgentError::OnceTimeout(limit))?;
+        for joined in results {
+            let (name, r) = joined.map_err(|e| AgentError::Config(format!("--once worker failed: {e}")))?;
+            r.map_err(|source| AgentError::Once { name, source })?;
+        }
+        Ok(())
+    }
+
+    /// Runs until SIGTERM or SIGINT.
+    pub async fn run(mut self, reload: Reload, log: Option<LogHandle>) -> Result<(), AgentError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let sig = |k: SignalKind| signal(k).map_err(|e| AgentError::Config(format!("installing signal handler: {e}")));
+        let mut term = sig(SignalKind::terminate())?;
+        let mut int = sig(SignalKind::interrupt())?;
+        let mut hup = sig(SignalKind::hangup())?;
+        let mut usr1 = sig(SignalKind::user_defined1())?;
+
+        let probes = match self.cfg.listen {
+            Some(addr) => {
+                let server = ProbeServer::start(addr, self.state.clone())?;
+                tracing::info!(addr = %server.local_addr(), "serving /health and /ready");
+                Some(server)
+            }
+            None => None,
+        };
+        let (ping_tx, ping_rx) = tokio::sync::mpsc::channel(8);
+        self.state.set_liveness(ping_tx);
+        let liveness = tokio::spawn(crate::state::serve_liveness(ping_rx));
+
+        let splay = lease::splay(self.cfg.splay, &mut StdRng::from_os_rng());
+        if !splay.is_zero() {
+            tracing::info!(splay = %humantime::format_duration(crate::vault::auth::round(splay)), "waiting before the first request (splay)");
+            tokio::select! {
+                _ = tokio::time::sleep(splay) => {}
+                _ = term.recv() => return Ok(()),
+                _ = int.recv() => return Ok(()),
+            }
+        }
+        let (auth_stop_tx, auth_stop_rx) = watch::channel(false);
+        let renewer = tokio::spawn(self.backend.auth.clone().run_renewer(auth_stop_rx));
+        for s in self.cfg.secrets.clone() {
+            self.start(s)?;
+        }
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+                _ = usr1.recv() => {
+                    tracing::info!("SIGUSR1: rotating every secret now");
+                    for r in self.running.values() { r.rotate.notify_one(); }
+                }
+                _ = hup.recv() => self.reload(&reload, log.as_ref()),
+            }
+        }
+        let stopping: Vec<Running> = std::mem::take(&mut self.running).into_values().collect();
+        let mut tasks = Vec::new();
+        for r in stopping {
+            let _ = r.stop.send(true);
+            tasks.push(r.task);
+        }
+        let all = async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_LIMIT, all).await.is_err() {
+            tracing::warn!("workers did not stop in time");
+        }
+        let _ = auth_stop_tx.send(true);
+        let _ = renewer.await;
+        if self.cfg.revoke_on_exit {
+            self.backend.auth.revoke().await;
+        }
+        liveness.abort();
+        if let Some(p) = probes {
+            p.shutdown();
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// Handle for `POST /rotate`: wakes the named secret, or all of them.
+    pub fn rotate_handles(&self) -> BTreeMap<String, Arc<Notify>> {
+        self.running.iter().map(|(k, r)| (k.clone(), r.rotate.clone())).collect()
+    }
+
+    fn start(&mut self, s: SecretConfig) -> Result<(), AgentError> {
+        let sink = sink_for(&s)?;
+        sink.cleanup_stale_temps();
+        self.state.add_secret(SecretInfo {
+            name: s.name.clone(),
+            path: s.path.clone(),
+            kind: s.kind.unwrap_or(crate::credential::SecretKind::Generic),
+        });
+        let rotate = Arc::new(Notify::new());
+        let (stop, stop_rx) = watch::channel(false);
+        let control = Control {
+            rotate: rotate.clone(),
+            shutdown: stop_rx,
+        };
+        let worker = Worker::new(
+            s.clone(),
+            self.backend.clone(),
+            sink,
+            self.state.clone(),
+            control,
+            self.cfg.backoff,
+            self.cfg.revoke_on_exit,
+        );
+        let task = tokio::spawn(worker.run());
+        self.running.insert(s.name.clone(), Running { cfg: s, rotate, stop, task });
+        Ok(())
+    }
+
+    fn reload(&mut self, reload: &Reload, log: Option<&LogHandle>) {
+        let new = match reload() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: the new configuration is invalid; keeping the running one");
+                return;
+            }
+        };
+        if let Some(log) = log {
+            if let Err(e) = log.set_level(&new.log_level) {
+                tracing::warn!(error = %e, "SIGHUP: log level not changed");
+            }
+        }
+        if format!("{:?}{:?}", new.vault, new.auth) != format!("{:?}{:?}", self.cfg.vault, self.cfg.auth) {
+            tracing::warn!("SIGHUP: [vault] and [auth] changes take effect on restart; secrets and log level are reloaded now");
+        }
+        let wanted: BTreeMap<String, SecretConfig> = new.secrets.iter().map(|s| (s.name.clone(), s.clone())).collect();
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        for name in names {
+            let keep = wanted.get(&name).is_some_and(|w| same_secret(w, &self.running[&name].cfg));
+            if !keep {
+                if let Some(r) = self.running.remove(&name) {
+                    let _ = r.stop.send(true);
+                    tracing::info!(secret = %name, "SIGHUP: stopped (removed or changed)");
+                }
+                if !wanted.contains_key(&name) {
+                    self.state.remove_secret(&name);
+                }
+            }
+        }
+        for (name, s) in wanted {
+            if !self.running.contains_key(&name) {
+                match self.start(s) {
+                    Ok(()) => tracing::info!(secret = %name, "SIGHUP: started"),
+                    Err(e) => tracing::error!(secret = %name, error = %e, "SIGHUP: cannot start"),
+                }
+            }
+        }
+        self.cfg.secrets = new.secrets;
+        self.cfg.log_level = new.log_level;
+    }
+}
+
+fn same_secret(a: &SecretConfig, b: &SecretConfig) -> bool {
+    format!("{a:?}") == format!("{b:?}")
+}
+
+fn sink_for(s: &SecretConfig) -> Result<FileSink, AgentError> {
+    FileSink::new(s.output.clone(), s.file_mode, s.owner)
+        .map_err(|e| AgentError::Config(format!("secret {:?} output: {e}", s.name)))
+}

@@ -1,0 +1,541 @@
+//! The HTTP client: one method per Vault endpoint the agent uses, no retries.
+//!
+//! Retrying is the caller's job (it owns the backoff and the one-request-per-lease rule), so
+//! every method makes exactly one request. Responses are decoded leniently: unknown fields are
+//! ignored and optional ones may be missing, because Vault versions and OpenBao differ.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::VaultConfig;
+use crate::credential::SecretValue;
+
+/// Larger answers are refused: a credential response is a few hundred bytes, and a runaway
+/// or hostile body must not grow the sidecar's memory.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// Vault answered with an error status; `errors` is Vault's own error text.
+    #[error("{method} {path}: HTTP {status}: {}", display_errors(.errors))]
+    Status {
+        method: Method,
+        path: String,
+        status: u16,
+        errors: Vec<String>,
+        retry_after: Option<Duration>,
+    },
+    #[error("{method} {path}: {reason}")]
+    Transport {
+        method: Method,
+        path: String,
+        reason: String,
+        timeout: bool,
+    },
+    #[error("{method} {path}: response is not what Vault sends: {reason}")]
+    Decode {
+        method: Method,
+        path: String,
+        reason: String,
+    },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+fn display_errors(errors: &[String]) -> String {
+    if errors.is_empty() {
+        return "(no error text)".into();
+    }
+    // Vault's multierror strings carry newlines and tabs; keep log lines on one line.
+    errors
+        .iter()
+        .map(|e| e.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl VaultError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            VaultError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    fn text_contains(&self, needle: &str) -> bool {
+        matches!(self, VaultError::Status { errors, .. } if errors.iter().any(|e| e.contains(needle)))
+    }
+
+    /// A 403 that names the token as invalid (recent Vault). OpenBao and older Vault say only
+    /// "permission denied" for a dead token; callers confirm those with lookup-self.
+    pub fn is_invalid_token(&self) -> bool {
+        self.status() == Some(403) && self.text_contains("invalid token")
+    }
+
+    pub fn is_forbidden(&self) -> bool {
+        self.status() == Some(403)
+    }
+
+    /// The lease is gone for good: renewing again cannot help, a new credential is needed.
+    pub fn is_lease_gone(&self) -> bool {
+        self.status() == Some(400)
+            && (self.text_contains("lease not found")
+                || self.text_contains("lease expired")
+                || self.text_contains("invalid lease")
+                || self.text_contains("past the max TTL"))
+    }
+
+    pub fn is_not_renewable(&self) -> bool {
+        self.status() == Some(400) && self.text_contains("not renewable")
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            VaultError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Worth retrying with backoff: transport failures, 412, 429 and 5xx except 501.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            VaultError::Status { status, .. } => matches!(status, 412 | 429) || (*status >= 500 && *status != 501),
+            VaultError::Transport { .. } | VaultError::Decode { .. } => true,
+            VaultError::Tls(_) => false,
+        }
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        self.status() == Some(503) && self.text_contains("sealed")
+    }
+}
+
+/// The envelope every Vault response shares (§1.2 of the API reference).
+#[derive(Deserialize, Debug, Default)]
+#[serde(default)]
+pub struct Envelope {
+    pub request_id: String,
+    pub lease_id: String,
+    pub renewable: bool,
+    pub lease_duration: u64,
+    #[serde(deserialize_with = "null_as_default")]
+    pub data: serde_json::Map<String, Value>,
+    pub warnings: Option<Vec<String>>,
+    pub auth: Option<AuthBlock>,
+    pub wrap_info: Option<WrapInfo>,
+}
+
+impl Envelope {
+    pub fn warnings(&self) -> &[String] {
+        self.warnings.as_deref().unwrap_or(&[])
+    }
+}
+
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct AuthBlock {
+    pub client_token: SecretString,
+    pub accessor: String,
+    pub policies: Option<Vec<String>>,
+    pub lease_duration: u64,
+    pub renewable: bool,
+    pub token_type: String,
+    pub mfa_requirement: Option<Value>,
+}
+
+impl std::fmt::Debug for AuthBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthBlock")
+            .field("accessor", &self.accessor)
+            .field("lease_duration", &self.lease_duration)
+            .field("renewable", &self.renewable)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct WrapInfo {
+    pub token: SecretString,
+    pub ttl: u64,
+    pub creation_path: String,
+}
+
+impl std::fmt::Debug for WrapInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WrapInfo").field("creation_path", &self.creation_path).finish_non_exhaustive()
+    }
+}
+
+/// A string field that must stay secret once decoded.
+#[derive(Default, Clone)]
+pub struct SecretString(pub SecretValue);
+
+impl<'de> Deserialize<'de> for SecretString {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(SecretString(SecretValue::new(Option::<String>::deserialize(d)?.unwrap_or_default())))
+    }
+}
+
+/// `lookup-self`'s `data`, the fields the agent plans with.
+#[derive(Deserialize, Debug, Default)]
+#[serde(default)]
+pub struct TokenLookup {
+    pub ttl: u64,
+    pub renewable: bool,
+    pub explicit_max_ttl: u64,
+    pub period: Option<u64>,
+    #[serde(rename = "type")]
+    pub token_type: Option<String>,
+}
+
+/// What `sys/internal/ui/mounts/<path>` says about the mount that serves a path.
+#[derive(Deserialize, Debug, Default)]
+#[serde(default)]
+pub struct MountInfo {
+    #[serde(rename = "type")]
+    pub mount_type: String,
+    pub path: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub options: std::collections::BTreeMap<String, Value>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    namespace: Option<String>,
+}
+
+impl Client {
+    pub fn new(cfg: &VaultConfig) -> Result<Client, VaultError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(cfg.request_timeout)
+            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))
+            // One sidecar talks to one Vault; a couple of idle connections is plenty and keeps
+            // file descriptors flat.
+            .pool_max_idle_per_host(2)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                // Like Vault's own client: follow one redirect, never downgrade https to http.
+                let downgrade = attempt.previous().first().is_some_and(|p| p.scheme() == "https")
+                    && attempt.url().scheme() == "http";
+                if attempt.previous().len() > 1 || downgrade {
+                    attempt.stop()
+                } else {
+                    attempt.follow()
+                }
+            }))
+            .user_agent(concat!("vault-rotator/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &cfg.ca_cert {
+            let pem = std::fs::read(ca).map_err(|e| VaultError::Tls(format!("CA file {}: {e}", ca.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| VaultError::Tls(format!("CA file {}: {e}", ca.display())))?;
+            if certs.is_empty() {
+                return Err(VaultError::Tls(format!("CA file {}: no PEM certificate found", ca.display())));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let (Some(cert), Some(key)) = (&cfg.client_cert, &cfg.client_key) {
+            let mut pem = std::fs::read(cert).map_err(|e| VaultError::Tls(format!("client cert {}: {e}", cert.display())))?;
+            pem.push(b'\n');
+            pem.extend(std::fs::read(key).map_err(|e| VaultError::Tls(format!("client key {}: {e}", key.display())))?);
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| VaultError::Tls(format!("client cert/key {}: {e}", cert.display())))?;
+            builder = builder.identity(identity);
+        }
+        if cfg.skip_verify {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let mut base = cfg.addr.clone();
+        if let Some(name) = &cfg.tls_server_name {
+            // reqwest verifies against the URL's host, so put the expected name in the URL and
+            // pin it to the address the user gave.
+            let (url, resolved) = pin_server_name(&cfg.addr, name)?;
+            builder = builder.resolve(name, resolved);
+            base = url;
+        }
+        let http = builder.build().map_err(|e| VaultError::Tls(e.to_string()))?;
+        Ok(Client {
+            http,
+            base,
+            namespace: cfg.namespace.clone(),
+        })
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&SecretValue>,
+        body: Option<&Value>,
+        extra: Option<HeaderMap>,
+    ) -> Result<Option<Envelope>, VaultError> {
+        let url = format!("{}/v1/{}", self.base, path);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            // Required by Vault Agent/Proxy listeners; harmless to Vault itself.
+            .header("X-Vault-Request", "true");
+        if let Some(ns) = &self.namespace {
+            req = req.header("X-Vault-Namespace", ns);
+        }
+        if let Some(token) = token {
+            let mut value = HeaderValue::from_str(token.expose()).map_err(|_| VaultError::Decode {
+                method: method.clone(),
+                path: path.to_string(),
+                reason: "token contains characters not allowed in a header".into(),
+            })?;
+            value.set_sensitive(true);
+            req = req.header("X-Vault-Token", value);
+        }
+        if let Some(headers) = extra {
+            req = req.headers(headers);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let transport = |e: reqwest::Error| VaultError::Transport {
+            method: method.clone(),
+            path: path.to_string(),
+            timeout: e.is_timeout(),
+            reason: describe_reqwest(&e),
+        };
+        let mut resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(VaultError::Decode {
+                    method,
+                    path: path.to_string(),
+                    reason: format!("body larger than {MAX_RESPONSE_BYTES} bytes"),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        self.decode(method, path, status, retry_after, &bytes)
+    }
+
+    fn decode(
+        &self,
+        method: Method,
+        path: &str,
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        bytes: &[u8],
+    ) -> Result<Option<Envelope>, VaultError> {
+        if status.is_success() {
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(None);
+            }
+            return serde_json::from_slice(bytes).map(Some).map_err(|e| VaultError::Decode {
+                method,
+                path: path.to_string(),
+                reason: format!("HTTP {}: invalid JSON ({})", status.as_u16(), e),
+            });
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct ErrorBody {
+            errors: Vec<String>,
+            warnings: Option<Vec<String>>,
+        }
+        // Error bodies are Vault's own texts, never secrets; a non-JSON body (a proxy's HTML
+        // page) is summarised rather than dumped.
+        let errors = match serde_json::from_slice::<ErrorBody>(bytes) {
+            Ok(b) if !b.errors.is_empty() => b.errors,
+            Ok(b) => b.warnings.unwrap_or_default(),
+            Err(_) if bytes.is_empty() => vec![],
+            Err(_) => vec![format!("non-JSON body of {} bytes", bytes.len())],
+        };
+        Err(VaultError::Status {
+            method,
+            path: path.to_string(),
+            status: status.as_u16(),
+            errors,
+            retry_after,
+        })
+    }
+
+    fn require(method: Method, path: &str, env: Option<Envelope>) -> Result<Envelope, VaultError> {
+        env.ok_or_else(|| VaultError::Decode {
+            method,
+            path: path.to_string(),
+            reason: "empty response where data was expected".into(),
+        })
+    }
+
+    /// `GET /v1/<path>`: a secret read.
+    pub async fn read(&self, token: &SecretValue, path: &str) -> Result<Envelope, VaultError> {
+        let env = self.request(Method::GET, path, Some(token), None, None).await?;
+        Self::require(Method::GET, path, env)
+    }
+
+    /// A login: `POST auth/<mount>/login[/<suffix>]` with the method's body.
+    pub async fn login(&self, mount: &str, body: &Value) -> Result<Envelope, VaultError> {
+        let path = format!("auth/{mount}/login");
+        let env = self.request(Method::POST, &path, None, Some(body), None).await?;
+        Self::require(Method::POST, &path, env)
+    }
+
+    pub async fn unwrap(&self, wrapping_token: &SecretValue) -> Result<Envelope, VaultError> {
+        let path = "sys/wrapping/unwrap";
+        let env = self
+            .request(Method::POST, path, Some(wrapping_token), None, None)
+            .await?;
+        Self::require(Method::POST, path, env)
+    }
+
+    pub async fn lookup_self(&self, token: &SecretValue) -> Result<TokenLookup, VaultError> {
+        let path = "auth/token/lookup-self";
+        let env = self.read(token, path).await?;
+        decode_data(Method::GET, path, env.data)
+    }
+
+    pub async fn renew_self(&self, token: &SecretValue, increment: Duration) -> Result<Envelope, VaultError> {
+        let path = "auth/token/renew-self";
+        let body = serde_json::json!({ "increment": format!("{}s", increment.as_secs()) });
+        let env = self.request(Method::POST, path, Some(token), Some(&body), None).await?;
+        Self::require(Method::POST, path, env)
+    }
+
+    pub async fn revoke_self(&self, token: &SecretValue) -> Result<(), VaultError> {
+        self.request(Method::POST, "auth/token/revoke-self", Some(token), None, None)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn renew_lease(&self, token: &SecretValue, lease_id: &str, increment: Duration) -> Result<Envelope, VaultError> {
+        let path = "sys/leases/renew";
+        let body = serde_json::json!({ "lease_id": lease_id, "increment": increment.as_secs() });
+        let env = self.request(Method::PUT, path, Some(token), Some(&body), None).await?;
+        Self::require(Method::PUT, path, env)
+    }
+
+    pub async fn revoke_lease(&self, token: &SecretValue, lease_id: &str) -> Result<(), VaultError> {
+        let body = serde_json::json!({ "lease_id": lease_id });
+        self.request(Method::PUT, "sys/leases/revoke", Some(token), Some(&body), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// `POST <mount>/rotate-role/<role>` for a static database role.
+    pub async fn rotate_role(&self, token: &SecretValue, path: &str) -> Result<(), VaultError> {
+        self.request(Method::POST, path, Some(token), None, None).await.map(|_| ())
+    }
+
+    pub async fn mount_info(&self, token: &SecretValue, secret_path: &str) -> Result<MountInfo, VaultError> {
+        let path = format!("sys/internal/ui/mounts/{secret_path}");
+        let env = self.read(token, &path).await?;
+        decode_data(Method::GET, &path, env.data)
+    }
+}
+
+fn decode_data<T: DeserializeOwned>(method: Method, path: &str, data: serde_json::Map<String, Value>) -> Result<T, VaultError> {
+    serde_json::from_value(Value::Object(data)).map_err(|e| VaultError::Decode {
+        method,
+        path: path.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// reqwest's Display hides the cause ("error sending request"); the cause is what an operator
+/// needs (connection refused, certificate unknown, timed out).
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut parts = vec![if e.is_timeout() { "timed out".to_string() } else { e.to_string() }];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+fn pin_server_name(addr: &str, name: &str) -> Result<(String, std::net::SocketAddr), VaultError> {
+    use std::net::ToSocketAddrs;
+    let (scheme, rest) = addr
+        .split_once("://")
+        .ok_or_else(|| VaultError::Tls(format!("{addr} has no scheme")))?;
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let with_port = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:{default_port}")
+    };
+    let resolved = with_port
+        .to_socket_addrs()
+        .map_err(|e| VaultError::Tls(format!("resolve {with_port}: {e}")))?
+        .next()
+        .ok_or_else(|| VaultError::Tls(format!("{with_port} resolves to nothing")))?;
+    let port = resolved.port();
+    Ok((format!("{scheme}://{name}:{port}"), resolved))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_decodes_leniently() {
+        let raw = r#"{"request_id":"x","lease_id":"database/creds/app/abc","renewable":true,"lease_duration":3600,
+            "data":{"password":"p","username":"u"},"wrap_info":null,"warnings":null,"auth":null,"mount_type":"database","future":1}"#;
+        let env: Envelope = serde_json::from_str(raw).unwrap();
+        assert_eq!(env.lease_duration, 3600);
+        assert!(env.renewable);
+        assert_eq!(env.data["username"], "u");
+        let minimal: Envelope = serde_json::from_str(r#"{"data":null}"#).unwrap();
+        assert!(minimal.data.is_empty() && minimal.lease_id.is_empty());
+    }
+
+    fn status_err(status: u16, msg: &str) -> VaultError {
+        VaultError::Status { method: Method::GET, path: "p".into(), status, errors: vec![msg.into()], retry_after: None }
+    }
+
+    #[test]
+    fn classifies_vault_errors() {
+        assert!(status_err(403, "2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n").is_invalid_token());
+        assert!(!status_err(403, "1 error occurred:\n\t* permission denied\n\n").is_invalid_token());
+        assert!(status_err(400, "lease not found").is_lease_gone());
+        assert!(status_err(400, "lease expired").is_lease_gone());
+        assert!(status_err(429, "x").is_transient());
+        assert!(status_err(503, "Vault is sealed").is_sealed());
+        assert!(!status_err(501, "x").is_transient());
+        assert!(!status_err(400, "x").is_transient());
+        let shown = status_err(403, "1 error occurred:\n\t* permission denied\n\n").to_string();
+        assert_eq!(shown, "GET p: HTTP 403: 1 error occurred: * permission denied");
+    }
+
+    #[test]
+    fn auth_block_debug_hides_token() {
+        let a: AuthBlock = serde_json::from_str(r#"{"client_token":"hvs.topsecret","accessor":"acc","lease_duration":5}"#).unwrap();
+        assert!(!format!("{a:?}").contains("topsecret"));
+        assert_eq!(a.client_token.0.expose(), "hvs.topsecret");
+    }
+}

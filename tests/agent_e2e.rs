@@ -1,0 +1,337 @@
+//! Black-box tests of the real `vault-rotator` binary against devvault and a real PostgreSQL.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const SEC: fn(u64) -> Duration = Duration::from_secs;
+
+fn approle_files(dir: &std::path::Path, role_id: &str, secret_id: &str) -> (String, String) {
+    let r = dir.join("role-id");
+    let s = dir.join("secret-id");
+    std::fs::write(&r, role_id).unwrap();
+    std::fs::write(&s, secret_id).unwrap();
+    (r.display().to_string(), s.display().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_credential_is_written_logs_in_and_is_rotated_without_a_gap() {
+    let stack = Stack::start().await;
+    // Short leases: each credential can live 6 s at most, renewed every 2 s or so.
+    stack.dynamic_role("app", "3s", "6s").await;
+    let (role_id, secret_id) = stack.approle("1h", "24h").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
+    let out = dir.path().join("db.json");
+    let mut agent = AgentProc::spawn(
+        &[
+            "--vault-addr", stack.addr(), "--auth", "approle", "--role-id-file", &rf, "--secret-id-file", &sf,
+            "--secret", "database/creds/app", "--output", out.to_str().unwrap(), "--revoke-grace", "2s",
+        ],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(agent.status("/ready").await.unwrap_or(503), 503, "not ready before a credential exists");
+    agent.wait_ready(SEC(15)).await;
+
+    let first = read_cred(&out).expect("file written before /ready");
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o400, "default mode is owner-read only");
+    for key in ["username", "password", "expires_at"] {
+        assert!(first.get(key).is_some(), "{key} in {first}");
+    }
+    stack.pg_login(&s(&first, "username"), &s(&first, "password")).await.expect("first credential logs in");
+
+    // A reader that logs in with whatever the file holds, as fast as it can, for 20 s:
+    // across several max_ttl periods, not one login may fail.
+    let failures = Arc::new(AtomicU64::new(0));
+    let logins = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut users = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + SEC(20);
+    let mut last_error = String::new();
+    while std::time::Instant::now() < deadline {
+        let cred = read_cred(&out).expect("file never disappears");
+        users.insert(s(&cred, "username"));
+        match stack.pg_login(&s(&cred, "username"), &s(&cred, "password")).await {
+            Ok(()) => logins.fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
+                last_error = format!("{} at {}: {e}", s(&cred, "username"), cred["expires_at"]);
+                failures.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "logins with the file's credential failed; last: {last_error}");
+    assert!(logins.load(Ordering::Relaxed) > 50);
+    assert!(users.len() >= 3, "expected several rotations in 20 s with max_ttl 6s, saw {users:?}");
+
+    // Old users are dropped after the 2 s grace; only the current one (and at most one still in
+    // its grace) exist.
+    let current = s(&read_cred(&out).unwrap(), "username");
+    let roles = eventually(SEC(10), "old roles dropped", || {
+        let stack = &stack;
+        let current = current.clone();
+        async move {
+            let roles = stack.pg_dynamic_roles().await;
+            (roles.len() <= 2 && roles.contains(&current)).then_some(roles)
+        }
+    })
+    .await;
+    assert!(roles.len() <= 2, "{roles:?}");
+    assert_eq!(agent.stop(), 0);
+    let logs = agent.logs();
+    assert!(logs.contains("wrote new credential"), "{logs}");
+    assert!(!logs.contains(&s(&first, "password")), "a password reached the logs");
+    assert!(!logs.contains(&secret_id), "the secret_id reached the logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_user_is_dropped_only_after_the_grace() {
+    let stack = Stack::start().await;
+    stack.dynamic_role("app", "1h", "24h").await;
+    let (role_id, secret_id) = stack.approle("1h", "24h").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
+    let out = dir.path().join("db.json");
+    let mut agent = AgentProc::spawn(
+        &[
+            "--vault-addr", stack.addr(), "--auth", "approle", "--role-id-file", &rf, "--secret-id-file", &sf,
+            "--secret", "database/creds/app", "--output", out.to_str().unwrap(), "--revoke-grace", "4s",
+        ],
+        &[],
+        dir.path(),
+    );
+    agent.wait_ready(SEC(15)).await;
+    let old = read_cred(&out).unwrap();
+    // SIGUSR1: rotate now.
+    agent.signal("USR1");
+    let new = eventually(SEC(10), "a new credential", || {
+        let out = out.clone();
+        let old_user = s(&old, "username");
+        async move { read_cred(&out).filter(|c| s(c, "username") != old_user) }
+    })
+    .await;
+    let switched = std::time::Instant::now();
+    stack.pg_login(&s(&new, "username"), &s(&new, "password")).await.expect("new credential works");
+    // Within the grace the old credential still works...
+    stack.pg_login(&s(&old, "username"), &s(&old, "password")).await.expect("old credential works during the grace");
+    assert!(stack.pg_role_exists(&s(&old, "username")).await);
+    // ...and afterwards its role is gone.
+    eventually(SEC(15), "old role dropped", || {
+        let stack = &stack;
+        let user = s(&old, "username");
+        async move { (!stack.pg_role_exists(&user).await).then_some(()) }
+    })
+    .await;
+    assert!(switched.elapsed() >= SEC(3), "dropped after {:?}, before the 4 s grace", switched.elapsed());
+    assert!(stack.pg_login(&s(&old, "username"), &s(&old, "password")).await.is_err());
+    assert_eq!(agent.stop(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_writes_with_exact_mode_and_exits_zero() {
+    let stack = Stack::start().await;
+    stack.dynamic_role("app", "1h", "24h").await;
+    let (role_id, secret_id) = stack.approle("1h", "24h").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
+    let out = dir.path().join("db.env");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_vault-rotator"))
+        .args([
+            "--vault-addr", stack.addr(), "--auth", "approle", "--role-id-file", &rf, "--secret-id-file", &sf,
+            "--secret", "database/creds/app", "--output", out.to_str().unwrap(), "--format", "env", "--file-mode", "0640", "--once",
+        ])
+        .env_clear()
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    // The env file is safe to source and logs in.
+    let sourced = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(". '{}'; printf '%s\\n%s' \"$USERNAME\" \"$PASSWORD\"", out.display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(sourced.stdout).unwrap();
+    let (user, pass) = text.split_once('\n').unwrap();
+    stack.pg_login(user, pass).await.expect("the env file's credential logs in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_exits_2_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_vault-rotator");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin).args(args).env_clear().output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let out = dir.path().join("x.json");
+    let out = out.to_str().unwrap();
+    let base = ["--vault-addr", "http://127.0.0.1:1", "--auth", "approle", "--role-id-file", "/nonexistent", "--secret", "database/creds/app"];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--rotate-every", "sometimes", "--output", out], "--rotate-every"),
+        (vec!["--output", "/no/such/dir/db.json"], "/no/such/dir"),
+        (vec!["--output", out, "--file-mode", "888"], "--file-mode"),
+        (vec!["--output", out, "--format", "xml"], "--format"),
+        (vec!["--output", out, "--bogus-flag"], "--bogus-flag"),
+        (vec![], "--output"),
+    ];
+    for (extra, needle) in cases {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend(extra.iter());
+        let (code, stderr) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: stderr does not name {needle}: {stderr}");
+    }
+    let (code, stderr) = run(&["--help"]);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_v2_version_change_lands_in_the_file() {
+    let stack = Stack::start().await;
+    stack.api("POST", "sys/mounts/secret", json!({"type": "kv", "options": {"version": "2"}})).await;
+    stack.api("POST", "secret/data/app", json!({"data": {"username": "app", "password": "one", "host": "db"}})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, stack.vault.root_token()).unwrap();
+    let out = dir.path().join("kv.json");
+    let mut agent = AgentProc::spawn(
+        &[
+            "--vault-addr", stack.addr(), "--auth", "token", "--token-file", token.to_str().unwrap(),
+            "--secret", "secret/app", "--output", out.to_str().unwrap(), "--refresh-every", "1s",
+        ],
+        &[],
+        dir.path(),
+    );
+    agent.wait_ready(SEC(15)).await;
+    let first = read_cred(&out).unwrap();
+    assert_eq!(first["version"], 1);
+    assert_eq!(first["data"]["host"], "db");
+    assert!(first["expires_at"].is_null());
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&out).unwrap());
+    tokio::time::sleep(SEC(3)).await;
+    let inode_after = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&out).unwrap());
+    assert_eq!(inode, inode_after, "unchanged secret must not be rewritten");
+    stack.api("POST", "secret/data/app", json!({"data": {"username": "app", "password": "two", "host": "db"}})).await;
+    let second = eventually(SEC(10), "version 2 in the file", || {
+        let out = out.clone();
+        async move { read_cred(&out).filter(|c| c["version"] == 2) }
+    })
+    .await;
+    assert_eq!(second["password"], "two");
+    assert_eq!(agent.stop(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_role_rotation_lands_in_the_file() {
+    let stack = Stack::start().await;
+    // The static role's user must exist first.
+    let (client, conn) = tokio_postgres::connect(&stack.pg.conn_string(stack.pg.superuser(), stack.pg.superuser_password()), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client.batch_execute("CREATE ROLE app_static LOGIN PASSWORD 'initial'").await.unwrap();
+    stack
+        .api(
+            "POST",
+            "database/static-roles/app-static",
+            json!({"db_name": "pg", "username": "app_static", "rotation_period": "6s"}),
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, stack.vault.root_token()).unwrap();
+    let out = dir.path().join("static.json");
+    let mut agent = AgentProc::spawn(
+        &[
+            "--vault-addr", stack.addr(), "--token-file", token.to_str().unwrap(),
+            "--secret", "database/static-creds/app-static", "--output", out.to_str().unwrap(),
+        ],
+        &[],
+        dir.path(),
+    );
+    agent.wait_ready(SEC(15)).await;
+    let first = read_cred(&out).unwrap();
+    assert_eq!(first["username"], "app_static");
+    assert!(first["expires_at"].is_string());
+    stack.pg_login("app_static", &s(&first, "password")).await.expect("static credential logs in");
+    let second = eventually(SEC(15), "the rotated password in the file", || {
+        let out = out.clone();
+        let old = s(&first, "password");
+        async move { read_cred(&out).filter(|c| s(c, "password") != old) }
+    })
+    .await;
+    stack.pg_login("app_static", &s(&second, "password")).await.expect("rotated password logs in");
+    assert!(stack.pg_login("app_static", &s(&first, "password")).await.is_err(), "old password must be dead");
+    assert_eq!(agent.stop(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approle_with_a_wrapped_secret_id() {
+    let stack = Stack::start().await;
+    stack.dynamic_role("app", "1h", "24h").await;
+    let (role_id, _) = stack.approle("1h", "24h").await;
+    let wrapped = stack
+        .api_with("POST", "auth/approle/role/app/secret-id", json!({}), stack.vault.root_token(), &[("X-Vault-Wrap-TTL", "60s")])
+        .await;
+    let wrapping_token = wrapped["wrap_info"]["token"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (rf, sf) = approle_files(dir.path(), &role_id, &wrapping_token);
+    let out = dir.path().join("db.json");
+    let mut agent = AgentProc::spawn(
+        &[
+            "--vault-addr", stack.addr(), "--auth", "approle", "--role-id-file", &rf, "--secret-id-file", &sf,
+            "--secret", "database/creds/app", "--output", out.to_str().unwrap(),
+        ],
+        &[],
+        dir.path(),
+    );
+    agent.wait_ready(SEC(15)).await;
+    let cred = read_cred(&out).unwrap();
+    stack.pg_login(&s(&cred, "username"), &s(&cred, "password")).await.unwrap();
+    assert!(agent.logs().contains("unwrapped"), "{}", agent.logs());
+    assert!(!agent.logs().contains(&wrapping_token));
+    assert_eq!(agent.stop(), 0);
+}
+
+/// Parses `expires_at` for comparisons.
+fn expires(v: &Value) -> std::time::SystemTime {
+    humantime::parse_rfc3339(v["expires_at"].as_str().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_move_expires_at_without_new_users() {
+    let stack = Stack::start().await;
+    stack.dynamic_role("app", "3s", "1h").await;
+    let (role_id, secret_id) = stack.approle("1h", "24h").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
+    let out = dir.path().join("db.json");
+    let mut agent = AgentProc::spawn(
+        &[
+            "--vault-addr", stack.addr(), "--auth", "approle", "--role-id-file", &rf, "--secret-id-file", &sf,
+            "--secret", "database/creds/app", "--output", out.to_str().unwrap(),
+        ],
+        &[],
+        dir.path(),
+    );
+    agent.wait_ready(SEC(15)).await;
+    let first = read_cred(&out).unwrap();
+    tokio::time::sleep(SEC(7)).await;
+    let later = read_cred(&out).unwrap();
+    assert_eq!(s(&first, "username"), s(&later, "username"), "renewal, not re-issue");
+    assert!(expires(&later) > expires(&first), "expires_at moves with renewals");
+    stack.pg_login(&s(&later, "username"), &s(&later, "password")).await.expect("still logs in after the first TTL");
+    assert_eq!(stack.pg_dynamic_roles().await.len(), 1);
+    assert_eq!(agent.stop(), 0);
+}

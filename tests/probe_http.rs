@@ -1,0 +1,268 @@
+//! The probe server on real sockets: what kubelet sees, and what a hostile or broken client
+//! cannot break.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use vault_rotator::credential::SecretKind;
+use vault_rotator::http::ProbeServer;
+use vault_rotator::state::{serve_liveness, EventKind, SecretInfo, State};
+
+/// Upper bound for any single socket wait; a hang fails the test instead of blocking CI.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Response {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+fn state() -> Arc<State> {
+    State::new(vec![SecretInfo {
+        name: "db".into(),
+        path: "database/creds/app".into(),
+        kind: SecretKind::Dynamic,
+    }])
+}
+
+fn start(state: Arc<State>) -> ProbeServer {
+    ProbeServer::start("127.0.0.1:0".parse().unwrap(), state).unwrap()
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    stream
+}
+
+/// Sends raw bytes and reads until the server closes (requests say `Connection: close`).
+fn exchange(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
+    let mut stream = connect(addr);
+    stream.write_all(raw).unwrap();
+    let mut out = Vec::new();
+    // A reset after an error reply is fine: what was read so far is the answer.
+    let _ = stream.read_to_end(&mut out);
+    out
+}
+
+fn send(addr: SocketAddr, method: &str, path: &str) -> Response {
+    let raw = format!("{method} {path} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n");
+    parse(&exchange(addr, raw.as_bytes()))
+}
+
+fn parse(bytes: &[u8]) -> Response {
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .expect("a complete HTTP response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    Response {
+        status,
+        head: head.to_ascii_lowercase(),
+        body: body.to_string(),
+    }
+}
+
+fn json(r: &Response) -> serde_json::Value {
+    serde_json::from_str(&r.body).unwrap()
+}
+
+#[test]
+fn ready_tracks_writes_and_expiry() {
+    let state = state();
+    let server = start(state.clone());
+    let addr = server.local_addr();
+
+    let r = send(addr, "GET", "/ready");
+    assert_eq!(r.status, 503);
+    assert_eq!(json(&r)["status"], "not ready");
+    assert_eq!(
+        json(&r)["reason"],
+        "secret \"db\": no credential written yet"
+    );
+    assert!(
+        r.head.contains("content-type: application/json"),
+        "{}",
+        r.head
+    );
+    assert!(r.head.contains("cache-control: no-store"), "{}", r.head);
+
+    state.record("db", EventKind::Written, "/vault/secrets/db.json");
+    state.update("db", |s| {
+        s.expires_at = Some(SystemTime::now() + Duration::from_secs(3600))
+    });
+    let r = send(addr, "GET", "/ready");
+    assert_eq!(
+        (r.status, json(&r)),
+        (200, serde_json::json!({"status": "ready"}))
+    );
+
+    state.update("db", |s| {
+        s.expires_at = Some(SystemTime::now() - Duration::from_secs(1))
+    });
+    let r = send(addr, "GET", "/ready");
+    assert_eq!(r.status, 503);
+    assert!(json(&r)["reason"]
+        .as_str()
+        .unwrap()
+        .contains("credential expired at"));
+
+    server.shutdown();
+}
+
+#[test]
+fn health_follows_the_event_loop_and_tasks() {
+    let state = state();
+    let (ping_tx, ping_rx) = tokio::sync::mpsc::channel(8);
+    state.set_liveness(ping_tx);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent_loop = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::select! {
+                _ = serve_liveness(ping_rx) => {}
+                _ = stop_rx => {}
+            }
+        });
+    });
+    let server = start(state.clone());
+    let addr = server.local_addr();
+
+    state.mark_task_alive("db", true);
+    let r = send(addr, "GET", "/health");
+    assert_eq!(
+        (r.status, json(&r)),
+        (200, serde_json::json!({"status": "ok"}))
+    );
+
+    state.mark_task_alive("db", false);
+    let r = send(addr, "GET", "/health");
+    assert_eq!(r.status, 503);
+    assert_eq!(json(&r)["reason"], "secret \"db\": its task has stopped");
+
+    state.mark_task_alive("db", true);
+    stop_tx.send(()).unwrap();
+    agent_loop.join().unwrap();
+    let r = send(addr, "GET", "/health");
+    assert_eq!(r.status, 503);
+    assert!(
+        json(&r)["reason"].as_str().unwrap().contains("stopped"),
+        "{}",
+        r.body
+    );
+
+    server.shutdown();
+}
+
+#[test]
+fn head_404_and_405() {
+    let server = start(state());
+    let addr = server.local_addr();
+
+    let r = send(addr, "HEAD", "/health");
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    assert!(r.head.contains("content-type: application/json"));
+
+    assert_eq!(send(addr, "GET", "/nope").status, 404);
+
+    let r = send(addr, "DELETE", "/ready");
+    assert_eq!(r.status, 405);
+    assert!(r.head.contains("allow: get, head"), "{}", r.head);
+
+    server.shutdown();
+}
+
+#[test]
+fn garbage_and_huge_headers_do_not_break_later_probes() {
+    let server = start(state());
+    let addr = server.local_addr();
+
+    let answer = exchange(addr, b"\x00\x01\x02 not http at all\r\n\r\n");
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 400"),
+        "{answer:?}"
+    );
+
+    let mut raw = b"GET /health HTTP/1.1\r\nHost: probe\r\nX-Big: ".to_vec();
+    raw.extend(std::iter::repeat_n(b'a', 64 * 1024));
+    raw.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    let answer = exchange(addr, &raw);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 "),
+        "no reply to a 64 KiB header"
+    );
+
+    let _ = exchange(addr, b"GET /health HTTP/1.1\r\nbroken header line\r\n\r\n");
+    let _ = exchange(addr, b"GET /health HTTP/9.9\r\n\r\n");
+
+    assert_eq!(send(addr, "GET", "/health").status, 200);
+    assert_eq!(send(addr, "GET", "/ready").status, 503);
+    server.shutdown();
+}
+
+#[test]
+fn idle_and_stalled_connections_do_not_starve_probes() {
+    let server = start(state());
+    let addr = server.local_addr();
+
+    let _idle: Vec<TcpStream> = (0..64).map(|_| connect(addr)).collect();
+    let mut stalled = connect(addr);
+    stalled.write_all(b"GET /heal").unwrap();
+    let mut half_header = connect(addr);
+    half_header
+        .write_all(b"GET /health HTTP/1.1\r\nX-Slow: aaa")
+        .unwrap();
+
+    for _ in 0..3 {
+        assert_eq!(send(addr, "GET", "/health").status, 200);
+        assert_eq!(send(addr, "GET", "/ready").status, 503);
+    }
+    server.shutdown();
+}
+
+#[test]
+fn keep_alive_connection_serves_several_probes() {
+    let server = start(state());
+    let mut stream = connect(server.local_addr());
+    for _ in 0..3 {
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: probe\r\n\r\n")
+            .unwrap();
+        let r = read_one(&mut stream);
+        assert_eq!(
+            (r.status, json(&r)),
+            (200, serde_json::json!({"status": "ok"}))
+        );
+    }
+    server.shutdown();
+}
+
+/// Reads one response from a kept-alive connection, using its Content-Length.
+fn read_one(stream: &mut TcpStream) -> Response {
+    let mut bytes = Vec::new();
+    let mut byte = [0u8; 1];
+    while !bytes.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        bytes.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&bytes).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a content-length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    bytes.extend(body);
+    parse(&bytes)
+}
