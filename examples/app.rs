@@ -20,7 +20,6 @@
 //! Exit status: 0 when every query succeeded, 1 when any query failed, 2 when it could not
 //! start (bad arguments, no credential file, no first connection). It never prints a password.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -118,7 +117,10 @@ fn read_credential(path: &Path) -> Result<Credential, String> {
                 .map_err(|e| format!("{}: expires_at {s:?}: {e}", path.display()))?,
         ),
         Some(other) => {
-            return Err(format!("{}: expires_at is neither a string nor null: {other}", path.display()))
+            return Err(format!(
+                "{}: expires_at is neither a string nor null: {other}",
+                path.display()
+            ))
         }
     };
     Ok(Credential {
@@ -145,10 +147,11 @@ async fn connect(args: &Args, cred: &Credential) -> Result<Conn, String> {
         .password(&cred.password)
         .application_name("vault-rotator-example-app")
         .connect_timeout(CONNECT_TIMEOUT);
-    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, cfg.connect(tokio_postgres::NoTls))
-        .await
-        .map_err(|_| format!("connecting as {} timed out", cred.username))?
-        .map_err(|e| format!("connecting as {}: {e}", cred.username))?;
+    let (client, connection) =
+        tokio::time::timeout(CONNECT_TIMEOUT, cfg.connect(tokio_postgres::NoTls))
+            .await
+            .map_err(|_| format!("connecting as {} timed out", cred.username))?
+            .map_err(|e| format!("connecting as {}: {e}", cred.username))?;
     let user = cred.username.clone();
     let task = tokio::spawn(async move {
         // Ends when the client is dropped (clean close) or the server goes away.
@@ -226,7 +229,10 @@ impl App {
             self.announce = false;
         }
         if user != self.conn.user {
-            println!("warning: connected as {} but PostgreSQL says current_user is {user}", self.conn.user);
+            println!(
+                "warning: connected as {} but PostgreSQL says current_user is {user}",
+                self.conn.user
+            );
         }
         if !self.stats.users_seen.contains(&user) {
             self.stats.users_seen.push(user);
@@ -260,7 +266,10 @@ impl App {
             }
         };
         if !new.same_login(&self.cred) {
-            println!("credential changed: reconnecting as {} (was {})", new.username, self.cred.username);
+            println!(
+                "credential changed: reconnecting as {} (was {})",
+                new.username, self.cred.username
+            );
             self.switch_to(new, "credential changed").await;
         } else if new.expires_at != self.cred.expires_at {
             self.stats.renewals_seen += 1;
@@ -282,7 +291,10 @@ impl App {
         match connect(&self.args, &new).await {
             Ok(conn) => {
                 let old = std::mem::replace(&mut self.conn, conn);
-                println!("connected as {} ({why}); closing the old connection as {}", new.username, old.user);
+                println!(
+                    "connected as {} ({why}); closing the old connection as {}",
+                    new.username, old.user
+                );
                 close(old).await;
                 self.cred = new;
                 self.loaded_at = SystemTime::now();
@@ -306,11 +318,15 @@ impl App {
         self.next_check = if self.switch_pending {
             Some(Instant::now() + RETRY_EVERY)
         } else if let Some(exp) = self.cred.expires_at {
-            // A quarter of the credential's life as seen from here, between 1 s and 1 min:
-            // early enough to act, late enough that the agent has normally rotated by then.
+            // An eighth of the credential's life as seen from here, between 0.5 s and 5 min:
+            // the agent renews or replaces it at about two thirds of its life, so by then a
+            // change should have arrived, and if the watch missed it there is still time.
             let life = exp.duration_since(self.loaded_at).unwrap_or_default();
-            let margin = (life / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
-            let until = exp.duration_since(now).unwrap_or_default().saturating_sub(margin);
+            let margin = (life / 8).clamp(Duration::from_millis(500), Duration::from_secs(300));
+            let until = exp
+                .duration_since(now)
+                .unwrap_or_default()
+                .saturating_sub(margin);
             // Once inside the margin, poll every second rather than spinning.
             Some(Instant::now() + if until.is_zero() { RETRY_EVERY } else { until })
         } else {
@@ -325,7 +341,9 @@ impl App {
         if self.switch_pending || !self.cred.same_login(&before) {
             return;
         }
-        let Some(exp) = self.cred.expires_at else { return };
+        let Some(exp) = self.cred.expires_at else {
+            return;
+        };
         match exp.duration_since(SystemTime::now()) {
             Ok(left) if !self.warned_near_expiry => {
                 println!(
@@ -372,7 +390,9 @@ impl App {
 }
 
 /// Watches the credential file's directory and sends a unit on every change that concerns it.
-fn watch_dir(file: &Path) -> Result<(notify::RecommendedWatcher, mpsc::UnboundedReceiver<()>), String> {
+fn watch_dir(
+    file: &Path,
+) -> Result<(notify::RecommendedWatcher, mpsc::UnboundedReceiver<()>), String> {
     let dir = match file.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -462,7 +482,9 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     println!(
         "connected as {} (credential expires at {})",
         cred.username,
-        cred.expires_at.map(fmt_time).unwrap_or_else(|| "never".into())
+        cred.expires_at
+            .map(fmt_time)
+            .unwrap_or_else(|| "never".into())
     );
     let mut tick = tokio::time::interval(args.interval);
     // After a slow query or a reconnect, carry on at the normal pace instead of bursting.
@@ -481,7 +503,9 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     };
     app.schedule();
     let why = loop {
-        let check = app.next_check.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let check = app
+            .next_check
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             why = &mut stop => break why?,
             _ = tick.tick() => app.query().await,
@@ -501,14 +525,22 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     println!("{summary}");
     if let Some(path) = &app.args.report {
         let text = serde_json::to_string_pretty(&report).map_err(|e| format!("report: {e}"))?;
-        std::fs::write(path, text + "\n").map_err(|e| format!("cannot write report {}: {e}", path.display()))?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| format!("cannot write report {}: {e}", path.display()))?;
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("app: cannot start the runtime: {e}");

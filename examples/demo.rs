@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use testkit::pg::PgCluster;
 
-/// Each database credential lives 5 s unless renewed, 20 s at most: short enough that renewals
-/// and rotations happen while you watch.
-const DEFAULT_TTL: &str = "5s";
+/// Each database credential lives 8 s unless renewed, 20 s at most: short enough that renewals
+/// and rotations happen while you watch. The agent renews at about two thirds (~5 s).
+const DEFAULT_TTL: &str = "8s";
 const MAX_TTL: &str = "20s";
 /// The agent issues a new credential this often...
 const ROTATE_EVERY: &str = "8s";
@@ -36,6 +36,9 @@ const REVOKE_GRACE: &str = "3s";
 /// The demo ends after this many rotations (and the last old user is gone), or at the limit.
 const ROTATIONS: usize = 4;
 const TIME_LIMIT: Duration = Duration::from_secs(48);
+
+/// The error that means "Ctrl-C": cleaned up, exit 130, no failure message.
+const INTERRUPTED: &str = "interrupted";
 
 static START: OnceLock<Instant> = OnceLock::new();
 
@@ -67,6 +70,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run()) {
         Ok(code) => code,
+        Err(e) if e == INTERRUPTED => {
+            eprintln!("\ninterrupted: stopped early, everything cleaned up.");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("\ndemo FAILED: {e}");
             ExitCode::FAILURE
@@ -108,7 +115,10 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        say("[demo]", format!("{} did not stop within {limit:?}; killing it", self.name));
+        say(
+            "[demo]",
+            format!("{} did not stop within {limit:?}; killing it", self.name),
+        );
         let _ = self.child.kill();
         self.child.wait().ok()
     }
@@ -144,7 +154,9 @@ struct Tally {
 
 async fn run() -> Result<ExitCode> {
     let interrupted = watch_signals()?;
-    println!("vault-rotator demo: an agent keeps a short-lived PostgreSQL credential fresh in a file;");
+    println!(
+        "vault-rotator demo: an agent keeps a short-lived PostgreSQL credential fresh in a file;"
+    );
     println!("an app reads that file and reconnects as each new database user appears.");
     println!("Credentials here live {DEFAULT_TTL} (at most {MAX_TTL}); the agent rotates every {ROTATE_EVERY} and");
     println!("revokes the previous user {REVOKE_GRACE} later. Passwords are never printed. Ctrl-C stops early.");
@@ -162,9 +174,16 @@ async fn run() -> Result<ExitCode> {
     let shared = work.path().join("shared");
     std::fs::create_dir(&shared).map_err(|e| format!("cannot create {}: {e}", shared.display()))?;
     let pg = PgCluster::start();
-    say("[postgres]", format!("throwaway cluster on 127.0.0.1:{}, superuser {}", pg.port(), pg.superuser()));
+    say(
+        "[postgres]",
+        format!(
+            "throwaway cluster on 127.0.0.1:{}, superuser {}",
+            pg.port(),
+            pg.superuser()
+        ),
+    );
     check(&interrupted)?;
-    let (_devvault, vault_addr) = start_devvault(&bins.devvault, work.path())?;
+    let (devvault, vault_addr) = start_devvault(&bins.devvault, work.path())?;
     say("[devvault]", format!("listening on {vault_addr}"));
 
     banner("3. configure Vault through its HTTP API (database engine, role, policy, AppRole)");
@@ -175,17 +194,40 @@ async fn run() -> Result<ExitCode> {
     let (events_tx, events) = mpsc::channel();
     let port = free_port()?;
     let cred_file = shared.join("db.json");
-    let mut agent = start_agent(&bins.agent, &vault_addr, &approle, &cred_file, port, work.path(), events_tx)?;
+    let mut agent = start_agent(
+        &bins.agent,
+        &vault_addr,
+        &approle,
+        &cred_file,
+        port,
+        work.path(),
+        events_tx,
+    )?;
     let http = reqwest::Client::new();
     let ready_url = format!("http://127.0.0.1:{port}/ready");
     wait_ready(&http, &ready_url, &mut agent, &interrupted).await?;
-    say("[probe]", format!("GET /ready -> 200: {} holds a valid credential", cred_file.display()));
+    say(
+        "[probe]",
+        format!(
+            "GET /ready -> 200: {} holds a valid credential",
+            cred_file.display()
+        ),
+    );
 
     banner("5. start the app; watch rotations, reconnects and revocations");
     let report = work.path().join("app-report.json");
     let mut app = start_app(&bins.app, &cred_file, &pg, &report)?;
     let mut tally = Tally::default();
-    let outcome = watch(&http, &ready_url, &pg, &events, &mut tally, &mut app, &interrupted).await;
+    let outcome = watch(
+        &http,
+        &ready_url,
+        &pg,
+        &events,
+        &mut tally,
+        &mut app,
+        &interrupted,
+    )
+    .await;
 
     banner("6. stop everything and clean up");
     let app_status = app.stop(Duration::from_secs(10));
@@ -194,15 +236,21 @@ async fn run() -> Result<ExitCode> {
     // The agent's reader thread may still hold revocation lines; take them before summing up.
     std::thread::sleep(Duration::from_millis(100));
     drain(&events, &mut tally);
-    say("[demo]", format!("agent stopped ({})", describe(agent_status)));
+    say(
+        "[demo]",
+        format!("agent stopped ({})", describe(agent_status)),
+    );
     let app_report = std::fs::read_to_string(&report)
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok());
-    drop(_devvault);
+    drop(devvault);
     drop(pg);
     let path = work.path().display().to_string();
     drop(work);
-    say("[demo]", format!("devvault and PostgreSQL stopped, {path} removed"));
+    say(
+        "[demo]",
+        format!("devvault and PostgreSQL stopped, {path} removed"),
+    );
 
     summarize(&tally, app_report.as_ref(), app_status, &outcome)
 }
@@ -234,7 +282,7 @@ fn watch_signals() -> Result<Arc<AtomicBool>> {
 
 fn check(interrupted: &AtomicBool) -> Result<()> {
     if interrupted.load(Ordering::SeqCst) {
-        Err("interrupted".into())
+        Err(INTERRUPTED.into())
     } else {
         Ok(())
     }
@@ -248,7 +296,10 @@ struct Bins {
 
 /// One `cargo build` for everything, so the demo never runs a stale binary.
 fn build() -> Result<Bins> {
-    say("[demo]", "cargo build -p vault-rotator -p devvault --bin vault-rotator --bin devvault --example app");
+    say(
+        "[demo]",
+        "cargo build -p vault-rotator -p devvault --bin vault-rotator --bin devvault --example app",
+    );
     testkit::bins::cargo_build(&[
         "-p",
         "vault-rotator",
@@ -281,7 +332,8 @@ fn free_port() -> Result<u16> {
 
 /// devvault on a free port; its own log goes to a file so it does not drown the narration.
 fn start_devvault(bin: &Path, work: &Path) -> Result<(Proc, String)> {
-    let log = std::fs::File::create(work.join("devvault.log")).map_err(|e| format!("devvault log: {e}"))?;
+    let log = std::fs::File::create(work.join("devvault.log"))
+        .map_err(|e| format!("devvault log: {e}"))?;
     let mut proc = Proc::spawn(
         "devvault",
         Command::new(bin)
@@ -290,10 +342,13 @@ fn start_devvault(bin: &Path, work: &Path) -> Result<(Proc, String)> {
             .stderr(log),
     )?;
     let stdout = proc.child.stdout.take().ok_or("devvault has no stdout")?;
+    let mut stdout = BufReader::new(stdout);
     let mut line = String::new();
-    BufReader::new(stdout)
+    stdout
         .read_line(&mut line)
         .map_err(|e| format!("reading devvault's first line: {e}"))?;
+    // Keep reading: a closed pipe would make devvault's next line on stdout fail.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     let addr = line
         .trim()
         .strip_prefix("devvault listening on ")
@@ -320,8 +375,12 @@ async fn configure_vault(addr: &str, pg: &PgCluster, work: &Path) -> Result<AppR
         addr: addr.to_string(),
         token: "root".into(),
     };
-    api.call("POST", "sys/mounts/database", json!({"type": "database"})).await?;
-    let url = format!("postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres", pg.port());
+    api.call("POST", "sys/mounts/database", json!({"type": "database"}))
+        .await?;
+    let url = format!(
+        "postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres",
+        pg.port()
+    );
     api.call(
         "POST",
         "database/config/postgres",
@@ -353,15 +412,19 @@ path "database/creds/app" { capabilities = ["read"] }
 path "sys/leases/renew" { capabilities = ["update"] }
 path "sys/leases/revoke" { capabilities = ["update"] }
 "#;
-    api.call("PUT", "sys/policies/acl/app", json!({"policy": policy})).await?;
-    api.call("POST", "sys/auth/approle", json!({"type": "approle"})).await?;
+    api.call("PUT", "sys/policies/acl/app", json!({"policy": policy}))
+        .await?;
+    api.call("POST", "sys/auth/approle", json!({"type": "approle"}))
+        .await?;
     api.call(
         "POST",
         "auth/approle/role/app",
         json!({"token_policies": ["app"], "token_ttl": "1h", "token_max_ttl": "24h"}),
     )
     .await?;
-    let role_id = api.call("GET", "auth/approle/role/app/role-id", Value::Null).await?["data"]["role_id"]
+    let role_id = api
+        .call("GET", "auth/approle/role/app/role-id", Value::Null)
+        .await?["data"]["role_id"]
         .as_str()
         .ok_or("no role_id in Vault's answer")?
         .to_string();
@@ -373,7 +436,14 @@ path "sys/leases/revoke" { capabilities = ["update"] }
         .to_string();
     write_private(&files.role_id, &role_id)?;
     write_private(&files.secret_id, &secret_id)?;
-    say("[setup]", format!("AppRole login for the agent written to {} and {}", files.role_id.display(), files.secret_id.display()));
+    say(
+        "[setup]",
+        format!(
+            "AppRole login for the agent written to {} and {}",
+            files.role_id.display(),
+            files.secret_id.display()
+        ),
+    );
     Ok(files)
 }
 
@@ -394,14 +464,20 @@ impl VaultApi {
         if !body.is_null() {
             req = req.json(&body);
         }
-        let resp = req.send().await.map_err(|e| format!("{method} /v1/{path}: {e}"))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("{method} /v1/{path}: {e}"))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {
             // Vault's error messages carry no secrets.
             return Err(format!("{method} /v1/{path}: HTTP {status}: {text}"));
         }
-        say("[setup]", format!("{method} /v1/{path} -> {}", status.as_u16()));
+        say(
+            "[setup]",
+            format!("{method} /v1/{path} -> {}", status.as_u16()),
+        );
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 }
@@ -464,7 +540,8 @@ fn start_agent(
             .stderr(Stdio::piped()),
     )?;
     let stderr = proc.child.stderr.take().ok_or("agent has no stderr")?;
-    let log = std::fs::File::create(work.join("agent.log")).map_err(|e| format!("agent log: {e}"))?;
+    let log =
+        std::fs::File::create(work.join("agent.log")).map_err(|e| format!("agent log: {e}"))?;
     std::thread::spawn(move || narrate_agent(stderr, log, events));
     Ok(proc)
 }
@@ -496,18 +573,31 @@ fn narrate_agent(stderr: impl std::io::Read, mut log: std::fs::File, events: mps
             }
             "revoked old credential" => {
                 let lease_id = field("lease_id");
-                let who = lease_users.get(&lease_id).cloned().unwrap_or_else(|| lease_id.clone());
-                say("[agent]", format!("revoked the old lease of {who} after the {REVOKE_GRACE} grace"));
+                let who = lease_users
+                    .get(&lease_id)
+                    .cloned()
+                    .unwrap_or_else(|| lease_id.clone());
+                say(
+                    "[agent]",
+                    format!("revoked the old lease of {who} after the {REVOKE_GRACE} grace"),
+                );
                 let _ = events.send(Event::Revoked { lease_id });
             }
             _ if level == "WARN" || level == "ERROR" => {
-                let detail = ["error", "warning"]
+                let mut detail: Vec<String> = ["error", "warning"]
                     .iter()
                     .map(|k| field(k))
                     .filter(|s| !s.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                say("[agent]", format!("{level}: {message} {detail}"));
+                    .collect();
+                if message.contains("plain http") {
+                    detail.push("expected here: devvault listens on 127.0.0.1 without TLS".into());
+                }
+                let detail = if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", detail.join("; "))
+                };
+                say("[agent]", format!("{level}: {message}{detail}"));
             }
             // The agent's other lines (startup, debug) stay in agent.log.
             _ => {}
@@ -515,14 +605,21 @@ fn narrate_agent(stderr: impl std::io::Read, mut log: std::fs::File, events: mps
     }
 }
 
-async fn wait_ready(http: &reqwest::Client, url: &str, agent: &mut Proc, interrupted: &AtomicBool) -> Result<()> {
+async fn wait_ready(
+    http: &reqwest::Client,
+    url: &str,
+    agent: &mut Proc,
+    interrupted: &AtomicBool,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if probe(http, url).await == Some(200) {
             return Ok(());
         }
         if let Some(status) = agent.exited() {
-            return Err(format!("the agent exited ({status}) before it was ready; see its WARN/ERROR lines above"));
+            return Err(format!(
+                "the agent exited ({status}) before it was ready; see its WARN/ERROR lines above"
+            ));
         }
         check(interrupted)?;
         if Instant::now() > deadline {
@@ -543,7 +640,12 @@ fn start_app(bin: &Path, cred_file: &Path, pg: &PgCluster, report: &Path) -> Res
         Command::new(bin)
             .arg("--credentials")
             .arg(cred_file)
-            .args(["--pg-host", "127.0.0.1", "--pg-port", &pg.port().to_string()])
+            .args([
+                "--pg-host",
+                "127.0.0.1",
+                "--pg-port",
+                &pg.port().to_string(),
+            ])
             .args(["--interval", "100ms", "--log-every", "50"])
             .arg("--report")
             .arg(report)
@@ -552,8 +654,18 @@ fn start_app(bin: &Path, cred_file: &Path, pg: &PgCluster, report: &Path) -> Res
     )?;
     let stdout = proc.child.stdout.take().ok_or("app has no stdout")?;
     let stderr = proc.child.stderr.take().ok_or("app has no stderr")?;
-    std::thread::spawn(move || BufReader::new(stdout).lines().map_while(|l| l.ok()).for_each(|l| say("[app]", l)));
-    std::thread::spawn(move || BufReader::new(stderr).lines().map_while(|l| l.ok()).for_each(|l| say("[app]", l)));
+    std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(|l| l.ok())
+            .for_each(|l| say("[app]", l))
+    });
+    std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(|l| l.ok())
+            .for_each(|l| say("[app]", l))
+    });
     Ok(proc)
 }
 
@@ -583,7 +695,13 @@ async fn watch(
         // Kubelet would probe /ready every few seconds; the demo does it twice a second.
         let now_ready = probe(http, ready_url).await;
         if now_ready != ready {
-            say("[probe]", format!("GET /ready -> {}", now_ready.map_or("no answer".into(), |s| s.to_string())));
+            say(
+                "[probe]",
+                format!(
+                    "GET /ready -> {}",
+                    now_ready.map_or("no answer".into(), |s| s.to_string())
+                ),
+            );
             if now_ready != Some(200) {
                 tally.ready_drops += 1;
             }
@@ -591,7 +709,10 @@ async fn watch(
         }
         let rotations = tally.users_issued.len().saturating_sub(1);
         if rotations >= ROTATIONS && roles.len() == 1 {
-            say("[demo]", format!("{rotations} rotations seen and every old user is gone"));
+            say(
+                "[demo]",
+                format!("{rotations} rotations seen and every old user is gone"),
+            );
             return Outcome::Done;
         }
         if let Some(status) = app.exited() {
@@ -607,7 +728,13 @@ async fn watch(
         }
         tick += 1;
         if tick % 20 == 0 {
-            say("[probe]", format!("GET /ready -> {} (still)", ready.map_or("no answer".into(), |s| s.to_string())));
+            say(
+                "[probe]",
+                format!(
+                    "GET /ready -> {} (still)",
+                    ready.map_or("no answer".into(), |s| s.to_string())
+                ),
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -621,7 +748,11 @@ fn drain(events: &mpsc::Receiver<Event>, tally: &mut Tally) {
                 tally.users_issued.push(username);
             }
             Event::Revoked { lease_id } => {
-                let who = tally.lease_users.get(&lease_id).cloned().unwrap_or(lease_id);
+                let who = tally
+                    .lease_users
+                    .get(&lease_id)
+                    .cloned()
+                    .unwrap_or(lease_id);
                 tally.revoked.push(who);
             }
         }
@@ -630,17 +761,27 @@ fn drain(events: &mpsc::Receiver<Event>, tally: &mut Tally) {
 
 /// A superuser session for watching `pg_roles`; its task ends when the client is dropped.
 async fn superuser(pg: &PgCluster) -> Result<tokio_postgres::Client> {
-    let (client, conn) = tokio_postgres::connect(&pg.conn_string(pg.superuser(), pg.superuser_password()), tokio_postgres::NoTls)
-        .await
-        .map_err(|e| format!("cannot connect to PostgreSQL as superuser: {e}"))?;
+    let (client, conn) = tokio_postgres::connect(
+        &pg.conn_string(pg.superuser(), pg.superuser_password()),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .map_err(|e| format!("cannot connect to PostgreSQL as superuser: {e}"))?;
     tokio::spawn(conn);
     Ok(client)
 }
 
 /// Prints PostgreSQL's Vault-made roles (`v-...`) whenever the set changes.
-async fn show_roles(db: &tokio_postgres::Client, roles: &mut BTreeSet<String>, tally: &mut Tally) -> Result<()> {
+async fn show_roles(
+    db: &tokio_postgres::Client,
+    roles: &mut BTreeSet<String>,
+    tally: &mut Tally,
+) -> Result<()> {
     let rows = db
-        .query("SELECT rolname::text FROM pg_roles WHERE rolname LIKE 'v-%' ORDER BY 1", &[])
+        .query(
+            "SELECT rolname::text FROM pg_roles WHERE rolname LIKE 'v-%' ORDER BY 1",
+            &[],
+        )
         .await
         .map_err(|e| format!("listing roles: {e}"))?;
     let now: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
@@ -653,7 +794,17 @@ async fn show_roles(db: &tokio_postgres::Client, roles: &mut BTreeSet<String>, t
     }
     tally.roles_seen.extend(now.iter().cloned());
     let list: Vec<&str> = now.iter().map(String::as_str).collect();
-    say("[postgres]", format!("roles now: {}", if list.is_empty() { "(none)".into() } else { list.join(", ") }));
+    say(
+        "[postgres]",
+        format!(
+            "roles now: {}",
+            if list.is_empty() {
+                "(none)".into()
+            } else {
+                list.join(", ")
+            }
+        ),
+    );
     *roles = now;
     Ok(())
 }
@@ -668,18 +819,44 @@ fn describe(status: Option<ExitStatus>) -> String {
     }
 }
 
-fn summarize(tally: &Tally, report: Option<&Value>, app_status: Option<ExitStatus>, outcome: &Outcome) -> Result<ExitCode> {
+fn summarize(
+    tally: &Tally,
+    report: Option<&Value>,
+    app_status: Option<ExitStatus>,
+    outcome: &Outcome,
+) -> Result<ExitCode> {
     let n = |k: &str| report.and_then(|r| r.get(k)).and_then(Value::as_u64);
-    let (ok, failed, reconnects, renewals) = (n("queries_ok"), n("queries_failed"), n("reconnects"), n("renewals_seen"));
+    let (ok, failed, reconnects, renewals) = (
+        n("queries_ok"),
+        n("queries_failed"),
+        n("reconnects"),
+        n("renewals_seen"),
+    );
     let rotations = tally.users_issued.len().saturating_sub(1);
     banner("summary");
-    println!("  database users issued by the agent : {} ({rotations} rotations)", tally.users_issued.len());
+    println!(
+        "  database users issued by the agent : {} ({rotations} rotations)",
+        tally.users_issued.len()
+    );
     for u in &tally.users_issued {
-        let fate = if tally.roles_dropped.contains(u) { "dropped after its grace" } else { "still current at the end" };
+        let fate = if tally.roles_dropped.contains(u) {
+            "dropped after its grace"
+        } else {
+            "still current at the end"
+        };
         println!("      {u}  {fate}");
     }
-    println!("  old leases revoked by the agent    : {}", tally.revoked.len());
-    println!("  users dropped from PostgreSQL      : {}", tally.roles_dropped.len());
+    println!(
+        "  old leases revoked by the agent    : {}",
+        tally.revoked.len()
+    );
+    println!(
+        "  users dropped from PostgreSQL      : {}",
+        tally.roles_dropped.len()
+    );
+    if tally.revoked.len() < tally.roles_dropped.len() {
+        println!("      (the agent does not revoke a lease that ends within the grace anyway; Vault drops it at expiry)");
+    }
     let show = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
     println!(
         "  app queries                        : {} ok, {} failed",
@@ -691,8 +868,14 @@ fn summarize(tally: &Tally, report: Option<&Value>, app_status: Option<ExitStatu
         show(reconnects),
         show(renewals)
     );
-    println!("  /ready drops after the first 200   : {}", tally.ready_drops);
-    if let Some(err) = report.and_then(|r| r.get("last_error")).and_then(Value::as_str) {
+    println!(
+        "  /ready drops after the first 200   : {}",
+        tally.ready_drops
+    );
+    if let Some(err) = report
+        .and_then(|r| r.get("last_error"))
+        .and_then(Value::as_str)
+    {
         println!("  app's last error                   : {err}");
     }
     let verdict: Result<(), String> = match outcome {
@@ -703,13 +886,17 @@ fn summarize(tally: &Tally, report: Option<&Value>, app_status: Option<ExitStatu
         Outcome::Failed(e) => Err(e.clone()),
         _ if report.is_none() => Err("the app wrote no report".into()),
         _ if failed != Some(0) => Err("the app saw failed queries".into()),
-        _ if !app_status.is_some_and(|s| s.success()) => Err(format!("the app ended with {}", describe(app_status))),
+        _ if !app_status.is_some_and(|s| s.success()) => {
+            Err(format!("the app ended with {}", describe(app_status)))
+        }
         _ if rotations == 0 => Err("no rotation happened".into()),
         _ => Ok(()),
     };
     match verdict {
         Ok(()) => {
-            let limit = matches!(outcome, Outcome::TimeLimit).then_some(" (time limit reached first)").unwrap_or("");
+            let limit = matches!(outcome, Outcome::TimeLimit)
+                .then_some(" (time limit reached first)")
+                .unwrap_or("");
             println!(
                 "\nOK{limit}: the database password changed {rotations} times; the app reconnected each time before the old \
                  user was dropped, and no query failed."

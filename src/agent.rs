@@ -119,7 +119,15 @@ impl Agent {
                 rotate: Arc::new(Notify::new()),
                 shutdown: rx,
             };
-            let worker = Worker::new(s.clone(), self.backend.clone(), sink, self.state.clone(), control, self.cfg.backoff, false);
+            let worker = Worker::new(
+                s.clone(),
+                self.backend.clone(),
+                sink,
+                self.state.clone(),
+                control,
+                self.cfg.backoff,
+                false,
+            );
             let name = s.name.clone();
             tasks.spawn(async move { (name, worker.run_once(limit).await) });
         }
@@ -134,7 +142,8 @@ impl Agent {
             .await
             .map_err(|_| AgentError::OnceTimeout(limit))?;
         for joined in results {
-            let (name, r) = joined.map_err(|e| AgentError::Config(format!("--once worker failed: {e}")))?;
+            let (name, r) =
+                joined.map_err(|e| AgentError::Config(format!("--once worker failed: {e}")))?;
             r.map_err(|source| AgentError::Once { name, source })?;
         }
         Ok(())
@@ -143,7 +152,9 @@ impl Agent {
     /// Runs until SIGTERM or SIGINT.
     pub async fn run(mut self, reload: Reload, log: Option<LogHandle>) -> Result<(), AgentError> {
         use tokio::signal::unix::{signal, SignalKind};
-        let sig = |k: SignalKind| signal(k).map_err(|e| AgentError::Config(format!("installing signal handler: {e}")));
+        let sig = |k: SignalKind| {
+            signal(k).map_err(|e| AgentError::Config(format!("installing signal handler: {e}")))
+        };
         let mut term = sig(SignalKind::terminate())?;
         let mut int = sig(SignalKind::interrupt())?;
         let mut hup = sig(SignalKind::hangup())?;
@@ -215,7 +226,10 @@ impl Agent {
 
     /// Handle for `POST /rotate`: wakes the named secret, or all of them.
     pub fn rotate_handles(&self) -> BTreeMap<String, Arc<Notify>> {
-        self.running.iter().map(|(k, r)| (k.clone(), r.rotate.clone())).collect()
+        self.running
+            .iter()
+            .map(|(k, r)| (k.clone(), r.rotate.clone()))
+            .collect()
     }
 
     fn start(&mut self, s: SecretConfig) -> Result<(), AgentError> {
@@ -242,7 +256,15 @@ impl Agent {
             self.cfg.revoke_on_exit,
         );
         let task = tokio::spawn(worker.run());
-        self.running.insert(s.name.clone(), Running { cfg: s, rotate, stop, task });
+        self.running.insert(
+            s.name.clone(),
+            Running {
+                cfg: s,
+                rotate,
+                stop,
+                task,
+            },
+        );
         Ok(())
     }
 
@@ -259,13 +281,21 @@ impl Agent {
                 tracing::warn!(error = %e, "SIGHUP: log level not changed");
             }
         }
-        if format!("{:?}{:?}", new.vault, new.auth) != format!("{:?}{:?}", self.cfg.vault, self.cfg.auth) {
+        if format!("{:?}{:?}", new.vault, new.auth)
+            != format!("{:?}{:?}", self.cfg.vault, self.cfg.auth)
+        {
             tracing::warn!("SIGHUP: [vault] and [auth] changes take effect on restart; secrets and log level are reloaded now");
         }
-        let wanted: BTreeMap<String, SecretConfig> = new.secrets.iter().map(|s| (s.name.clone(), s.clone())).collect();
+        let wanted: BTreeMap<String, SecretConfig> = new
+            .secrets
+            .iter()
+            .map(|s| (s.name.clone(), s.clone()))
+            .collect();
         let names: Vec<String> = self.running.keys().cloned().collect();
         for name in names {
-            let keep = wanted.get(&name).is_some_and(|w| same_secret(w, &self.running[&name].cfg));
+            let keep = wanted
+                .get(&name)
+                .is_some_and(|w| same_secret(w, &self.running[&name].cfg));
             if !keep {
                 if let Some(r) = self.running.remove(&name) {
                     let _ = r.stop.send(true);

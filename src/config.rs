@@ -15,6 +15,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::credential::{SecretKind, SecretValue};
+use crate::notify::Hook;
 use crate::render::{OutputFormat, Template};
 
 /// Default owner-read-only mode: the app container normally runs as the same user, or reads
@@ -139,6 +140,21 @@ pub struct Cli {
     /// How often KV secrets (no lease) are re-read [default: 5m]
     #[arg(long, value_name = "DURATION")]
     pub refresh_every: Option<String>,
+    /// Command to run (split on spaces, no shell) after a new credential is written
+    #[arg(long, value_name = "COMMAND")]
+    pub notify_exec: Option<String>,
+    /// Signal to send (e.g. HUP) to the process in --notify-pid-file after a new credential is written
+    #[arg(long, value_name = "SIGNAL")]
+    pub notify_signal: Option<String>,
+    /// File holding the app's pid, for --notify-signal (needs shareProcessNamespace in a pod)
+    #[arg(long, value_name = "FILE")]
+    pub notify_pid_file: Option<PathBuf>,
+    /// URL to POST {"secret","username","expires_at"} to after a new credential is written
+    #[arg(long, value_name = "URL")]
+    pub notify_url: Option<String>,
+    /// Time limit for each notification [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub notify_timeout: Option<String>,
 
     /// Address for /health, /ready, /metrics and /status ("off" to disable) [default: 0.0.0.0:8080]
     #[arg(long, value_name = "ADDR")]
@@ -238,6 +254,12 @@ pub struct FileSecret {
     pub rotate_every: Option<String>,
     pub revoke_grace: Option<String>,
     pub refresh_every: Option<String>,
+    #[serde(default)]
+    pub notify_exec: Vec<String>,
+    pub notify_signal: Option<String>,
+    pub notify_pid_file: Option<PathBuf>,
+    pub notify_url: Option<String>,
+    pub notify_timeout: Option<String>,
 }
 
 /// The validated configuration the agent runs with.
@@ -319,6 +341,8 @@ pub struct SecretConfig {
     pub rotate_every: Option<Duration>,
     pub revoke_grace: Duration,
     pub refresh_every: Duration,
+    /// Told after each new credential is written.
+    pub hooks: Vec<Hook>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -380,7 +404,9 @@ fn apply_env(mut cli: Cli, env: EnvLookup) -> Cli {
         secret_id_file => "SECRET_ID_FILE", secret => "SECRET", name => "NAME", kind => "KIND",
         output => "OUTPUT", format => "FORMAT", template => "TEMPLATE", file_mode => "FILE_MODE",
         owner => "OWNER", rotate_every => "ROTATE_EVERY", revoke_grace => "REVOKE_GRACE",
-        refresh_every => "REFRESH_EVERY", listen => "LISTEN", once_timeout => "ONCE_TIMEOUT",
+        refresh_every => "REFRESH_EVERY", notify_exec => "NOTIFY_EXEC", notify_signal => "NOTIFY_SIGNAL",
+        notify_pid_file => "NOTIFY_PID_FILE", notify_url => "NOTIFY_URL", notify_timeout => "NOTIFY_TIMEOUT",
+        listen => "LISTEN", once_timeout => "ONCE_TIMEOUT",
         splay => "SPLAY", backoff_min => "BACKOFF_MIN", backoff_max => "BACKOFF_MAX",
         config => "CONFIG", log_format => "LOG_FORMAT", log_level => "LOG_LEVEL",
     );
@@ -422,28 +448,54 @@ fn build(cli: Cli, file: FileConfig, env: EnvLookup) -> Result<Config, ConfigErr
     let listen = if once || listen_raw == "off" || listen_raw.is_empty() {
         None
     } else {
-        Some(
-            listen_raw
-                .parse::<SocketAddr>()
-                .map_err(|e| invalid("--listen", format!("{listen_raw:?} is not an address like 0.0.0.0:8080: {e}")))?,
-        )
+        Some(listen_raw.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "--listen",
+                format!("{listen_raw:?} is not an address like 0.0.0.0:8080: {e}"),
+            )
+        })?)
     };
     let splay = if once {
         Duration::ZERO
     } else {
-        duration_or("--splay", cli.splay.as_deref().or(agent.splay.as_deref()), DEFAULT_SPLAY)?
+        duration_or(
+            "--splay",
+            cli.splay.as_deref().or(agent.splay.as_deref()),
+            DEFAULT_SPLAY,
+        )?
     };
     let backoff = Backoff {
-        min: duration_or("--backoff-min", cli.backoff_min.as_deref().or(agent.backoff_min.as_deref()), Duration::from_secs(1))?,
-        max: duration_or("--backoff-max", cli.backoff_max.as_deref().or(agent.backoff_max.as_deref()), Duration::from_secs(300))?,
+        min: duration_or(
+            "--backoff-min",
+            cli.backoff_min.as_deref().or(agent.backoff_min.as_deref()),
+            Duration::from_secs(1),
+        )?,
+        max: duration_or(
+            "--backoff-max",
+            cli.backoff_max.as_deref().or(agent.backoff_max.as_deref()),
+            Duration::from_secs(300),
+        )?,
     };
     if backoff.min.is_zero() || backoff.min > backoff.max {
-        return Err(invalid("--backoff-min", "must be above zero and not above --backoff-max"));
+        return Err(invalid(
+            "--backoff-min",
+            "must be above zero and not above --backoff-max",
+        ));
     }
-    let log_format = match cli.log_format.as_deref().or(agent.log_format.as_deref()).unwrap_or("text") {
+    let log_format = match cli
+        .log_format
+        .as_deref()
+        .or(agent.log_format.as_deref())
+        .unwrap_or("text")
+    {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
-        other => return Err(invalid("--log-format", format!("{other:?} is not text or json"))),
+        other => {
+            return Err(invalid(
+                "--log-format",
+                format!("{other:?} is not text or json"),
+            ))
+        }
     };
     Ok(Config {
         vault,
@@ -451,12 +503,22 @@ fn build(cli: Cli, file: FileConfig, env: EnvLookup) -> Result<Config, ConfigErr
         secrets,
         listen,
         once,
-        once_timeout: duration_or("--once-timeout", cli.once_timeout.as_deref().or(agent.once_timeout.as_deref()), DEFAULT_ONCE_TIMEOUT)?,
+        once_timeout: duration_or(
+            "--once-timeout",
+            cli.once_timeout
+                .as_deref()
+                .or(agent.once_timeout.as_deref()),
+            DEFAULT_ONCE_TIMEOUT,
+        )?,
         revoke_on_exit: cli.revoke_on_exit || agent.revoke_on_exit.unwrap_or(false),
         splay,
         backoff,
         log_format,
-        log_level: cli.log_level.clone().or_else(|| agent.log_level.clone()).unwrap_or_else(|| "info".into()),
+        log_level: cli
+            .log_level
+            .clone()
+            .or_else(|| agent.log_level.clone())
+            .unwrap_or_else(|| "info".into()),
         config_file: cli.config.clone(),
     })
 }
@@ -467,14 +529,29 @@ fn build_vault(cli: &Cli, file: &FileVault, env: EnvLookup) -> Result<VaultConfi
         .clone()
         .or_else(|| standard_var(env, "ADDR"))
         .or_else(|| file.addr.clone())
-        .ok_or_else(|| invalid("--vault-addr", "required (or VAULT_ADDR / BAO_ADDR / [vault] addr)"))?;
+        .ok_or_else(|| {
+            invalid(
+                "--vault-addr",
+                "required (or VAULT_ADDR / BAO_ADDR / [vault] addr)",
+            )
+        })?;
     let addr = addr.trim_end_matches('/').to_string();
-    let host = addr.strip_prefix("http://").or_else(|| addr.strip_prefix("https://"));
+    let host = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"));
     if host.is_none_or(str::is_empty) {
-        return Err(invalid("--vault-addr", format!("{addr:?} must be an http:// or https:// URL")));
+        return Err(invalid(
+            "--vault-addr",
+            format!("{addr:?} must be an http:// or https:// URL"),
+        ));
     }
-    let skip_verify = match cli.skip_verify.clone().or_else(|| standard_var(env, "SKIP_VERIFY")) {
-        Some(v) => parse_bool(&v).ok_or_else(|| invalid("--skip-verify", format!("{v:?} is not a boolean")))?,
+    let skip_verify = match cli
+        .skip_verify
+        .clone()
+        .or_else(|| standard_var(env, "SKIP_VERIFY"))
+    {
+        Some(v) => parse_bool(&v)
+            .ok_or_else(|| invalid("--skip-verify", format!("{v:?} is not a boolean")))?,
         None => file.skip_verify.unwrap_or(false),
     };
     let pick_path = |flag: &Option<PathBuf>, var: &str, from_file: &Option<PathBuf>| {
@@ -485,11 +562,18 @@ fn build_vault(cli: &Cli, file: &FileVault, env: EnvLookup) -> Result<VaultConfi
     let client_cert = pick_path(&cli.client_cert, "CLIENT_CERT", &file.client_cert);
     let client_key = pick_path(&cli.client_key, "CLIENT_KEY", &file.client_key);
     if client_cert.is_some() != client_key.is_some() {
-        return Err(invalid("--client-cert", "--client-cert and --client-key go together"));
+        return Err(invalid(
+            "--client-cert",
+            "--client-cert and --client-key go together",
+        ));
     }
     Ok(VaultConfig {
         addr,
-        namespace: cli.namespace.clone().or_else(|| standard_var(env, "NAMESPACE")).or_else(|| file.namespace.clone()),
+        namespace: cli
+            .namespace
+            .clone()
+            .or_else(|| standard_var(env, "NAMESPACE"))
+            .or_else(|| file.namespace.clone()),
         ca_cert: pick_path(&cli.ca_cert, "CACERT", &file.ca_cert),
         client_cert,
         client_key,
@@ -501,7 +585,9 @@ fn build_vault(cli: &Cli, file: &FileVault, env: EnvLookup) -> Result<VaultConfi
             .or_else(|| file.tls_server_name.clone()),
         request_timeout: duration_or(
             "--request-timeout",
-            cli.request_timeout.as_deref().or(file.request_timeout.as_deref()),
+            cli.request_timeout
+                .as_deref()
+                .or(file.request_timeout.as_deref()),
             DEFAULT_REQUEST_TIMEOUT,
         )?,
     })
@@ -516,7 +602,10 @@ fn build_auth(cli: &Cli, file: &FileAuth, env: EnvLookup) -> Result<AuthConfig, 
         Some("approle") => AuthMethod::AppRole,
         Some("jwt") => AuthMethod::Jwt,
         Some(other) => {
-            return Err(invalid("--auth", format!("{other:?} is not one of token, kubernetes, approle, jwt")))
+            return Err(invalid(
+                "--auth",
+                format!("{other:?} is not one of token, kubernetes, approle, jwt"),
+            ))
         }
         None if token.is_some() || token_file.is_some() => AuthMethod::Token,
         None => AuthMethod::Kubernetes,
@@ -526,14 +615,26 @@ fn build_auth(cli: &Cli, file: &FileAuth, env: EnvLookup) -> Result<AuthConfig, 
         .clone()
         .or_else(|| file.mount.clone())
         .unwrap_or_else(|| method.as_str().to_string());
-    let mount = mount.trim_matches('/').trim_start_matches("auth/").to_string();
+    let mount = mount
+        .trim_matches('/')
+        .trim_start_matches("auth/")
+        .to_string();
     let role = cli.role.clone().or_else(|| file.role.clone());
     let mut jwt_file = cli.jwt_file.clone().or_else(|| file.jwt_file.clone());
-    let role_id_file = cli.role_id_file.clone().or_else(|| file.role_id_file.clone());
-    let secret_id_file = cli.secret_id_file.clone().or_else(|| file.secret_id_file.clone());
+    let role_id_file = cli
+        .role_id_file
+        .clone()
+        .or_else(|| file.role_id_file.clone());
+    let secret_id_file = cli
+        .secret_id_file
+        .clone()
+        .or_else(|| file.secret_id_file.clone());
     match method {
         AuthMethod::Token if token.is_none() && token_file.is_none() => {
-            return Err(invalid("--token-file", "auth=token needs --token-file or VAULT_TOKEN"));
+            return Err(invalid(
+                "--token-file",
+                "auth=token needs --token-file or VAULT_TOKEN",
+            ));
         }
         AuthMethod::Kubernetes => {
             if role.is_none() {
@@ -545,7 +646,10 @@ fn build_auth(cli: &Cli, file: &FileAuth, env: EnvLookup) -> Result<AuthConfig, 
             return Err(invalid("--jwt-file", "auth=jwt needs --jwt-file"));
         }
         AuthMethod::AppRole if role_id_file.is_none() => {
-            return Err(invalid("--role-id-file", "auth=approle needs --role-id-file"));
+            return Err(invalid(
+                "--role-id-file",
+                "auth=approle needs --role-id-file",
+            ));
         }
         _ => {}
     }
@@ -580,6 +684,15 @@ fn build_secrets(cli: &Cli, from_file: Vec<FileSecret>) -> Result<Vec<SecretConf
             rotate_every: cli.rotate_every.clone(),
             revoke_grace: cli.revoke_grace.clone(),
             refresh_every: cli.refresh_every.clone(),
+            notify_exec: cli
+                .notify_exec
+                .as_deref()
+                .map(|c| c.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default(),
+            notify_signal: cli.notify_signal.clone(),
+            notify_pid_file: cli.notify_pid_file.clone(),
+            notify_url: cli.notify_url.clone(),
+            notify_timeout: cli.notify_timeout.clone(),
         };
         secrets.push(build_secret(raw, "--")?);
     } else if cli.output.is_some() {
@@ -589,16 +702,25 @@ fn build_secrets(cli: &Cli, from_file: Vec<FileSecret>) -> Result<Vec<SecretConf
         secrets.push(build_secret(raw, &format!("secret[{i}].",))?);
     }
     if secrets.is_empty() {
-        return Err(invalid("--secret", "no secret configured: give --secret and --output, or [[secret]] in --config"));
+        return Err(invalid(
+            "--secret",
+            "no secret configured: give --secret and --output, or [[secret]] in --config",
+        ));
     }
     let mut names = HashSet::new();
     let mut outputs = HashSet::new();
     for s in &secrets {
         if !names.insert(s.name.clone()) {
-            return Err(invalid("name", format!("secret name {:?} is used twice", s.name)));
+            return Err(invalid(
+                "name",
+                format!("secret name {:?} is used twice", s.name),
+            ));
         }
         if !outputs.insert(s.output.clone()) {
-            return Err(invalid("output", format!("{} is the output of two secrets", s.output.display())));
+            return Err(invalid(
+                "output",
+                format!("{} is the output of two secrets", s.output.display()),
+            ));
         }
     }
     Ok(secrets)
@@ -613,21 +735,52 @@ fn build_secret(raw: FileSecret, prefix: &str) -> Result<SecretConfig, ConfigErr
             format!("{prefix}{name}")
         }
     };
-    let path = raw.path.trim_matches('/').trim_start_matches("v1/").to_string();
+    let hooks = build_hooks(&raw, &field)?;
+    let path = raw
+        .path
+        .trim_matches('/')
+        .trim_start_matches("v1/")
+        .to_string();
     if path.is_empty() || path.contains("//") || path.split('/').any(|s| s == ".." || s == ".") {
-        return Err(invalid(field("secret"), format!("{:?} is not a Vault path like database/creds/app", raw.path)));
+        return Err(invalid(
+            field("secret"),
+            format!("{:?} is not a Vault path like database/creds/app", raw.path),
+        ));
     }
-    let kind = raw.kind.as_deref().map(|k| parse_kind(k).ok_or_else(|| {
-        invalid(field("kind"), format!("{k:?} is not one of dynamic, static, kv-v2, kv-v1, generic"))
-    })).transpose()?;
+    let kind = raw
+        .kind
+        .as_deref()
+        .map(|k| {
+            parse_kind(k).ok_or_else(|| {
+                invalid(
+                    field("kind"),
+                    format!("{k:?} is not one of dynamic, static, kv-v2, kv-v1, generic"),
+                )
+            })
+        })
+        .transpose()?;
     let name = raw
         .name
         .unwrap_or_else(|| path.rsplit('/').next().unwrap_or(&path).to_string());
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(invalid(field("name"), format!("{name:?} must be letters, digits, '-', '_' or '.'")));
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(invalid(
+            field("name"),
+            format!("{name:?} must be letters, digits, '-', '_' or '.'"),
+        ));
     }
-    let default_format = if raw.template.is_some() { "template" } else { "json" };
-    let format = match (raw.format.as_deref().unwrap_or(default_format), &raw.template) {
+    let default_format = if raw.template.is_some() {
+        "template"
+    } else {
+        "json"
+    };
+    let format = match (
+        raw.format.as_deref().unwrap_or(default_format),
+        &raw.template,
+    ) {
         ("json", None) => OutputFormat::Json,
         ("env", None) => OutputFormat::Env,
         ("template", Some(t)) => {
@@ -637,23 +790,46 @@ fn build_secret(raw: FileSecret, prefix: &str) -> Result<SecretConfig, ConfigErr
                 .map_err(|e| invalid(field("template"), e.to_string()))?;
             OutputFormat::Template(template)
         }
-        ("template", None) => return Err(invalid(field("template"), "--format template needs --template")),
-        (f @ ("json" | "env"), Some(_)) => {
-            return Err(invalid(field("template"), format!("--template only goes with --format template, not {f}")))
+        ("template", None) => {
+            return Err(invalid(
+                field("template"),
+                "--format template needs --template",
+            ))
         }
-        (other, _) => return Err(invalid(field("format"), format!("{other:?} is not json, env or template"))),
+        (f @ ("json" | "env"), Some(_)) => {
+            return Err(invalid(
+                field("template"),
+                format!("--template only goes with --format template, not {f}"),
+            ))
+        }
+        (other, _) => {
+            return Err(invalid(
+                field("format"),
+                format!("{other:?} is not json, env or template"),
+            ))
+        }
     };
     if raw.output.file_name().is_none() || raw.output.as_os_str().is_empty() {
-        return Err(invalid(field("output"), format!("{} is not a file path", raw.output.display())));
+        return Err(invalid(
+            field("output"),
+            format!("{} is not a file path", raw.output.display()),
+        ));
     }
     let file_mode = match raw.file_mode.as_deref() {
-        Some(m) => parse_mode(m).ok_or_else(|| invalid(field("file_mode"), format!("{m:?} is not an octal mode like 0440")))?,
+        Some(m) => parse_mode(m).ok_or_else(|| {
+            invalid(
+                field("file_mode"),
+                format!("{m:?} is not an octal mode like 0440"),
+            )
+        })?,
         None => DEFAULT_FILE_MODE,
     };
     let owner = raw
         .owner
         .as_deref()
-        .map(|o| parse_owner(o).ok_or_else(|| invalid(field("owner"), format!("{o:?} is not uid:gid"))))
+        .map(|o| {
+            parse_owner(o).ok_or_else(|| invalid(field("owner"), format!("{o:?} is not uid:gid")))
+        })
         .transpose()?;
     let rotate_every = raw
         .rotate_every
@@ -672,9 +848,74 @@ fn build_secret(raw: FileSecret, prefix: &str) -> Result<SecretConfig, ConfigErr
         file_mode,
         owner,
         rotate_every,
-        revoke_grace: duration_or(&field("revoke_grace"), raw.revoke_grace.as_deref(), DEFAULT_REVOKE_GRACE)?,
-        refresh_every: duration_or(&field("refresh_every"), raw.refresh_every.as_deref(), DEFAULT_KV_REFRESH)?,
+        revoke_grace: duration_or(
+            &field("revoke_grace"),
+            raw.revoke_grace.as_deref(),
+            DEFAULT_REVOKE_GRACE,
+        )?,
+        refresh_every: duration_or(
+            &field("refresh_every"),
+            raw.refresh_every.as_deref(),
+            DEFAULT_KV_REFRESH,
+        )?,
+        hooks,
     })
+}
+
+fn build_hooks(raw: &FileSecret, field: &dyn Fn(&str) -> String) -> Result<Vec<Hook>, ConfigError> {
+    let timeout = duration_or(
+        &field("notify_timeout"),
+        raw.notify_timeout.as_deref(),
+        Duration::from_secs(30),
+    )?;
+    let mut hooks = Vec::new();
+    if !raw.notify_exec.is_empty() {
+        hooks.push(Hook::Exec {
+            command: raw.notify_exec.clone(),
+            timeout,
+        });
+    }
+    match (&raw.notify_signal, &raw.notify_pid_file) {
+        (Some(sig), Some(pid_file)) => {
+            if crate::notify::parse_signal(sig).is_none() {
+                return Err(invalid(
+                    field("notify_signal"),
+                    format!("{sig:?} is not a signal name like HUP or USR1"),
+                ));
+            }
+            hooks.push(Hook::Signal {
+                pid_file: pid_file.clone(),
+                signal: sig.clone(),
+            });
+        }
+        (Some(_), None) => {
+            return Err(invalid(
+                field("notify_pid_file"),
+                "--notify-signal needs --notify-pid-file",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                field("notify_signal"),
+                "--notify-pid-file needs --notify-signal",
+            ))
+        }
+        (None, None) => {}
+    }
+    if let Some(url) = &raw.notify_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(
+                field("notify_url"),
+                format!("{url:?} is not an http(s) URL"),
+            ));
+        }
+        hooks.push(Hook::Http {
+            url: url.clone(),
+            timeout,
+            retries: 3,
+        });
+    }
+    Ok(hooks)
 }
 
 pub fn parse_kind(s: &str) -> Option<SecretKind> {
@@ -694,11 +935,18 @@ fn parse_duration(field: &str, s: &str) -> Result<Duration, ConfigError> {
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(s).map_err(|e| invalid(field, format!("{s:?} is not a duration like 30s, 5m or 24h: {e}")))
+    humantime::parse_duration(s).map_err(|e| {
+        invalid(
+            field,
+            format!("{s:?} is not a duration like 30s, 5m or 24h: {e}"),
+        )
+    })
 }
 
 fn duration_or(field: &str, raw: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
-    raw.map(|s| parse_duration(field, s)).transpose().map(|d| d.unwrap_or(default))
+    raw.map(|s| parse_duration(field, s))
+        .transpose()
+        .map(|d| d.unwrap_or(default))
 }
 
 fn parse_mode(s: &str) -> Option<u32> {
@@ -726,14 +974,28 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let lookup = move |k: &str| map.get(k).cloned();
         let mut all = vec!["vault-rotator"];
         all.extend_from_slice(args);
         Config::load(all, &lookup)
     }
 
-    const BASE: &[&str] = &["--vault-addr", "http://127.0.0.1:8200", "--auth", "approle", "--role-id-file", "/r", "--secret", "database/creds/app", "--output", "/tmp/x/db.json"];
+    const BASE: &[&str] = &[
+        "--vault-addr",
+        "http://127.0.0.1:8200",
+        "--auth",
+        "approle",
+        "--role-id-file",
+        "/r",
+        "--secret",
+        "database/creds/app",
+        "--output",
+        "/tmp/x/db.json",
+    ];
 
     #[test]
     fn defaults_are_safe() {
@@ -744,27 +1006,57 @@ mod tests {
         assert_eq!(s.revoke_grace, Duration::from_secs(300));
         assert!(s.kind.is_none());
         assert_eq!(c.listen, Some("0.0.0.0:8080".parse().unwrap()));
-        assert_eq!(c.backoff, Backoff { min: Duration::from_secs(1), max: Duration::from_secs(300) });
+        assert_eq!(
+            c.backoff,
+            Backoff {
+                min: Duration::from_secs(1),
+                max: Duration::from_secs(300)
+            }
+        );
         assert_eq!(c.auth.mount, "approle");
     }
 
     #[test]
     fn env_fills_flags_and_flags_win() {
         let c = load(
-            &["--auth", "kubernetes", "--role", "app", "--secret", "secret/data/a", "--output", "/o/a"],
-            &[("VAULT_ADDR", "https://v:8200/"), ("VAULT_ROTATOR_ROTATE_EVERY", "1h"), ("VAULT_ROTATOR_ROLE", "ignored"), ("BAO_NAMESPACE", "team")],
+            &[
+                "--auth",
+                "kubernetes",
+                "--role",
+                "app",
+                "--secret",
+                "secret/data/a",
+                "--output",
+                "/o/a",
+            ],
+            &[
+                ("VAULT_ADDR", "https://v:8200/"),
+                ("VAULT_ROTATOR_ROTATE_EVERY", "1h"),
+                ("VAULT_ROTATOR_ROLE", "ignored"),
+                ("BAO_NAMESPACE", "team"),
+            ],
         )
         .unwrap();
         assert_eq!(c.vault.addr, "https://v:8200");
         assert_eq!(c.auth.role.as_deref(), Some("app"));
         assert_eq!(c.vault.namespace.as_deref(), Some("team"));
         assert_eq!(c.secrets[0].rotate_every, Some(Duration::from_secs(3600)));
-        assert_eq!(c.auth.jwt_file.as_deref(), Some(Path::new(DEFAULT_SA_TOKEN)));
+        assert_eq!(
+            c.auth.jwt_file.as_deref(),
+            Some(Path::new(DEFAULT_SA_TOKEN))
+        );
     }
 
     #[test]
     fn vault_rotator_var_beats_standard_var() {
-        let c = load(&BASE[2..], &[("VAULT_ADDR", "http://a:1"), ("VAULT_ROTATOR_VAULT_ADDR", "http://b:2")]).unwrap();
+        let c = load(
+            &BASE[2..],
+            &[
+                ("VAULT_ADDR", "http://a:1"),
+                ("VAULT_ROTATOR_VAULT_ADDR", "http://b:2"),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.vault.addr, "http://b:2");
     }
 
@@ -784,11 +1076,29 @@ mod tests {
             let err = load(&args, &[]).unwrap_err().to_string();
             assert!(err.starts_with(field), "{extra:?}: {err}");
         }
-        let err = load(&["--secret", "database/creds/app", "--output", "/o"], &[]).unwrap_err().to_string();
+        let err = load(&["--secret", "database/creds/app", "--output", "/o"], &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--vault-addr"), "{err}");
-        let err = load(&["--vault-addr", "http://v", "--auth", "kubernetes", "--secret", "a/b", "--output", "/o"], &[]).unwrap_err().to_string();
+        let err = load(
+            &[
+                "--vault-addr",
+                "http://v",
+                "--auth",
+                "kubernetes",
+                "--secret",
+                "a/b",
+                "--output",
+                "/o",
+            ],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("--role"), "{err}");
-        let err = load(&["--vault-addr", "http://v", "--auth", "magic"], &[]).unwrap_err().to_string();
+        let err = load(&["--vault-addr", "http://v", "--auth", "magic"], &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--auth"), "{err}");
     }
 
@@ -797,13 +1107,27 @@ mod tests {
         let dir = tempdir();
         let path = dir.join("c.toml");
         std::fs::write(&path, "[vault]\naddr = \"http://v:1\"\n[auth]\nmethod=\"token\"\n[[secret]]\npath=\"a/b\"\noutput=\"/o/x\"\nrotate_evry=\"1h\"\n").unwrap();
-        let err = load(&["--config", path.to_str().unwrap()], &[("VAULT_TOKEN", "t")]).unwrap_err().to_string();
+        let err = load(
+            &["--config", path.to_str().unwrap()],
+            &[("VAULT_TOKEN", "t")],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("rotate_evry"), "{err}");
         std::fs::write(&path, "[vault]\naddr = \"http://v:1\"\n[auth]\nmethod=\"token\"\n[[secret]]\nname=\"db\"\npath=\"database/creds/app\"\noutput=\"/o/x\"\nrevoke_grace=\"later\"\n").unwrap();
-        let err = load(&["--config", path.to_str().unwrap()], &[("VAULT_TOKEN", "t")]).unwrap_err().to_string();
+        let err = load(
+            &["--config", path.to_str().unwrap()],
+            &[("VAULT_TOKEN", "t")],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("secret[0].revoke_grace"), "{err}");
         std::fs::write(&path, "[vault]\naddr = \"http://v:1\"\n[auth]\nmethod=\"token\"\n[[secret]]\nname=\"db\"\npath=\"database/creds/app\"\noutput=\"/o/x\"\nkind=\"dynamic\"\n[[secret]]\npath=\"secret/data/k\"\noutput=\"/o/k\"\nformat=\"env\"\n").unwrap();
-        let c = load(&["--config", path.to_str().unwrap()], &[("VAULT_TOKEN", "t")]).unwrap();
+        let c = load(
+            &["--config", path.to_str().unwrap()],
+            &[("VAULT_TOKEN", "t")],
+        )
+        .unwrap();
         assert_eq!(c.secrets.len(), 2);
         assert_eq!(c.secrets[1].name, "k");
         assert!(matches!(c.secrets[1].format, OutputFormat::Env));
@@ -820,12 +1144,27 @@ mod tests {
 
     #[test]
     fn token_is_never_in_debug_output() {
-        let c = load(&["--vault-addr", "http://v", "--secret", "a/b", "--output", "/o/x"], &[("VAULT_TOKEN", "hvs.supersecret")]).unwrap();
+        let c = load(
+            &[
+                "--vault-addr",
+                "http://v",
+                "--secret",
+                "a/b",
+                "--output",
+                "/o/x",
+            ],
+            &[("VAULT_TOKEN", "hvs.supersecret")],
+        )
+        .unwrap();
         assert!(!format!("{c:?}").contains("supersecret"));
     }
 
     fn tempdir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("vr-cfg-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let d = std::env::temp_dir().join(format!(
+            "vr-cfg-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         std::fs::create_dir_all(&d).unwrap();
         d
     }

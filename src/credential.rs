@@ -110,7 +110,10 @@ impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credential")
             .field("username", &self.username)
-            .field("expires_at", &self.expires_at.map(humantime::format_rfc3339_seconds))
+            .field(
+                "expires_at",
+                &self.expires_at.map(humantime::format_rfc3339_seconds),
+            )
             .field("lease_id", &self.lease_id)
             .field("version", &self.version)
             .field("fields", &self.fields.keys().collect::<Vec<_>>())
@@ -125,7 +128,10 @@ mod tests {
     #[test]
     fn debug_never_shows_secret_values() {
         let mut fields = BTreeMap::new();
-        fields.insert("password".into(), FieldValue::Secret(SecretValue::new("hunter2-secret")));
+        fields.insert(
+            "password".into(),
+            FieldValue::Secret(SecretValue::new("hunter2-secret")),
+        );
         let c = Credential {
             username: Some("v-app-1".into()),
             password: Some(SecretValue::new("hunter2-secret")),
@@ -134,7 +140,11 @@ mod tests {
             version: None,
             fields,
         };
-        let shown = format!("{c:?} {:?} {}", c.password, SecretValue::new("hunter2-secret"));
+        let shown = format!(
+            "{c:?} {:?} {}",
+            c.password,
+            SecretValue::new("hunter2-secret")
+        );
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("v-app-1"));
     }

@@ -1,42 +1,68 @@
-//! The probe server: `/health` and `/ready` for kubelet, on its own OS thread so a stuck
+//! The probe server: `/health` and `/ready` for kubelet, on its own OS threads so a stuck
 //! async runtime cannot take the probes down with it (that is exactly what `/health` must
 //! detect).
 //!
 //! Routing is a pure function from method and URL to a [`Reply`], testable without sockets;
-//! the tiny_http glue only moves bytes. Add a route to [`ROUTES`] to serve more
+//! the transport below only moves bytes. Add a route to [`ROUTES`] to serve more
 //! (`/metrics`, `/status`, an admin `POST /rotate`).
 //!
-//! Robustness: tiny_http parses each connection on its own thread, so idle or garbage
-//! connections never delay other probes, and a malformed request only gets its own connection
-//! a 400. tiny_http stops accepting for good after one `accept` error (e.g. EMFILE when out
-//! of file descriptors), so the server listens again on the same address when that happens.
-//!
-//! Known limits of tiny_http 0.12, none fixable from outside it without unsafe code:
-//! connections have no read timeout (an idle connection holds a thread until the client
-//! closes it), the number of connection threads is unbounded, and a request line or header
-//! has no length limit. Read timeouts cannot be inherited from the listening socket either:
-//! Linux applies `SO_RCVTIMEO` to `accept` too, which would kill tiny_http's accept thread.
+//! The transport is a deliberately small HTTP/1.x server on std, not tiny_http: tiny_http
+//! 0.12 has no per-connection timeouts, and its thread pool can queue a new connection behind
+//! workers blocked forever on idle ones, so a handful of idle connections could leave a probe
+//! unanswered. Here every connection gets its own short-lived thread, read and write timeouts,
+//! a deadline for the whole request head, a size cap on it, and `Connection: close`
+//! (kubelet does not keep probe connections alive). Connections beyond
+//! [`Limits::max_connections`] are closed at once, so memory stays bounded.
 
-use std::io;
-use std::net::{SocketAddr, TcpListener};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::state::State;
 
-/// Pause between attempts to listen again after the accept thread died.
-const REBIND_PAUSE: Duration = Duration::from_secs(1);
+/// Pause after a failed `accept` (e.g. out of file descriptors), so the loop cannot spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// Stack of a connection thread: routing needs little, and small stacks keep the worst case
+/// (every connection slot busy) to a few MiB.
+const CONNECTION_STACK: usize = 256 * 1024;
+/// Bytes read and discarded after replying, so closing does not reset the connection
+/// (and discard the reply) while the client is still sending.
+const MAX_DRAIN: u64 = 1024 * 1024;
 
-/// Errors starting the probe server; each names the address and the OS error.
+/// Bounds on what one client can make the server hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest wait for one read or write on a connection.
+    pub io_timeout: Duration,
+    /// Longest time from accept to a complete request head, against clients trickling bytes.
+    pub request_deadline: Duration,
+    /// Largest request line plus headers; larger gets 431.
+    pub max_head_bytes: usize,
+    /// Connections served at once; more are closed immediately.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    /// Kubelet sends its whole request at once and gives up after 1s by default, so these
+    /// only ever bite misbehaving clients.
+    fn default() -> Self {
+        Limits {
+            io_timeout: Duration::from_secs(5),
+            request_deadline: Duration::from_secs(10),
+            max_head_bytes: 16 * 1024,
+            max_connections: 128,
+        }
+    }
+}
+
+/// Errors starting the probe server; each names what failed and the OS error.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("cannot listen on {addr}: {error}")]
     Bind { addr: SocketAddr, error: io::Error },
-
-    #[error("cannot start the probe server on {addr}: {reason}")]
-    Start { addr: SocketAddr, reason: String },
 
     #[error("cannot start the probe server thread: {error}")]
     Thread { error: io::Error },
@@ -45,32 +71,42 @@ pub enum HttpError {
 /// A running probe server; [`ProbeServer::shutdown`] stops it.
 pub struct ProbeServer {
     local_addr: SocketAddr,
-    /// The server currently accepting; replaced on re-bind, so shutdown unblocks the right one.
-    current: Arc<Mutex<Arc<tiny_http::Server>>>,
-    stop: Sender<()>,
+    stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
 
 impl ProbeServer {
     /// Listens on `listen` (port 0 picks a free port; see [`ProbeServer::local_addr`]) and
-    /// serves on a new thread.
+    /// serves on new threads.
     pub fn start(listen: SocketAddr, state: Arc<State>) -> Result<ProbeServer, HttpError> {
-        let (server, local_addr) = listen_on(listen)?;
-        let current = Arc::new(Mutex::new(Arc::new(server)));
-        let (stop, stop_rx) = mpsc::channel();
-        let serving = Serving {
+        Self::start_with(listen, state, Limits::default())
+    }
+
+    pub fn start_with(
+        listen: SocketAddr,
+        state: Arc<State>,
+        limits: Limits,
+    ) -> Result<ProbeServer, HttpError> {
+        let bind_error = |error| HttpError::Bind {
+            addr: listen,
+            error,
+        };
+        let listener = TcpListener::bind(listen).map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let acceptor = Acceptor {
+            listener,
             router: Router::new(state),
-            current: current.clone(),
-            stop: stop_rx,
-            addr: local_addr,
+            limits,
+            stop: stop.clone(),
+            active: Arc::new(AtomicUsize::new(0)),
         };
         let thread = std::thread::Builder::new()
-            .name("probe-http".into())
-            .spawn(move || serving.run())
+            .name("probe-accept".into())
+            .spawn(move || acceptor.run())
             .map_err(|error| HttpError::Thread { error })?;
         Ok(ProbeServer {
             local_addr,
-            current,
             stop,
             thread,
         })
@@ -81,93 +117,216 @@ impl ProbeServer {
         self.local_addr
     }
 
-    /// Stops serving and waits for the server thread to end. Connections still open are
-    /// served by tiny_http's own threads until their clients close them.
+    /// Stops accepting, closes the listening socket and waits for the accept thread.
+    /// Connections already accepted finish on their own, within their deadlines.
     pub fn shutdown(self) {
-        // The thread may already be gone; then there is nothing to stop.
-        let _ = self.stop.send(());
-        current_server(&self.current).unblock();
-        if self.thread.join().is_err() {
-            tracing::error!("the probe server thread panicked");
+        self.stop.store(true, Ordering::Release);
+        // A blocking accept only returns for a connection, so make one.
+        match TcpStream::connect_timeout(&wake_addr(self.local_addr), Duration::from_secs(1)) {
+            Ok(_) => {
+                if self.thread.join().is_err() {
+                    tracing::error!("the probe server's accept thread panicked");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot wake the probe server's accept thread; leaving it")
+            }
         }
     }
 }
 
-fn current_server(current: &Mutex<Arc<tiny_http::Server>>) -> Arc<tiny_http::Server> {
-    current
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone()
+/// Where to connect to reach our own listener: a wildcard address is not connectable.
+fn wake_addr(local: SocketAddr) -> SocketAddr {
+    let ip = match local.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, local.port())
 }
 
-/// Binds with std rather than `Server::http`, so a failure keeps its `io::Error`.
-fn listen_on(addr: SocketAddr) -> Result<(tiny_http::Server, SocketAddr), HttpError> {
-    let listener = TcpListener::bind(addr).map_err(|error| HttpError::Bind { addr, error })?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|error| HttpError::Bind { addr, error })?;
-    let server =
-        tiny_http::Server::from_listener(listener, None).map_err(|e| HttpError::Start {
-            addr,
-            reason: e.to_string(),
-        })?;
-    Ok((server, local_addr))
-}
-
-/// The server thread's state.
-struct Serving {
+/// The accept thread's state.
+struct Acceptor {
+    listener: TcpListener,
     router: Router,
-    current: Arc<Mutex<Arc<tiny_http::Server>>>,
-    stop: Receiver<()>,
-    addr: SocketAddr,
+    limits: Limits,
+    stop: Arc<AtomicBool>,
+    /// Connections being served now, against [`Limits::max_connections`].
+    active: Arc<AtomicUsize>,
 }
 
-impl Serving {
+impl Acceptor {
     fn run(self) {
         loop {
-            let server = current_server(&self.current);
-            match server.recv() {
-                Ok(request) => self.respond(request),
-                Err(_) if self.stopping() => return,
+            let accepted = self.listener.accept();
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            match accepted {
+                Ok((stream, _)) => self.dispatch(stream),
                 Err(error) => {
-                    tracing::error!(addr = %self.addr, %error, "probe server stopped accepting connections; listening again");
-                    drop(server);
-                    if !self.rebind() {
-                        return;
-                    }
+                    tracing::warn!(%error, "probe server cannot accept a connection");
+                    std::thread::sleep(ACCEPT_ERROR_PAUSE);
                 }
             }
         }
     }
 
-    fn respond(&self, request: tiny_http::Request) {
-        let reply = self.router.route(request.method().as_str(), request.url());
-        if let Err(error) = request.respond(reply.into_response()) {
-            tracing::debug!(%error, "probe client went away before the reply");
+    /// Serves the connection on its own thread, or closes it when every slot is taken.
+    fn dispatch(&self, stream: TcpStream) {
+        let Some(slot) = Slot::take(&self.active, self.limits.max_connections) else {
+            tracing::debug!("probe server at its connection limit; closing a new connection");
+            return;
+        };
+        let (router, limits) = (self.router.clone(), self.limits);
+        let spawned = std::thread::Builder::new()
+            .name("probe-conn".into())
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || {
+                let _slot = slot;
+                serve_connection(stream, &router, &limits);
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot start a thread for a probe connection; closing it");
         }
     }
+}
 
-    fn stopping(&self) -> bool {
-        !matches!(self.stop.try_recv(), Err(TryRecvError::Empty))
+/// One counted connection; frees its slot when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(active: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(active.clone()))
     }
+}
 
-    /// Retries until it listens again or is told to stop; returns whether it listens.
-    fn rebind(&self) -> bool {
-        loop {
-            // The dead accept thread dropped the old listener, so the address is free again.
-            match listen_on(self.addr) {
-                Ok((server, _)) => {
-                    *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(server);
-                    tracing::info!(addr = %self.addr, "probe server listening again");
-                    return true;
-                }
-                Err(error) => tracing::error!(%error, "probe server cannot listen again; retrying"),
-            }
-            match self.stop.recv_timeout(REBIND_PAUSE) {
-                Err(RecvTimeoutError::Timeout) => continue,
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => return false,
-            }
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Reads one request head, replies, and closes. I/O errors end the connection quietly: the
+/// client went away or stalled, and there is no one left to tell.
+fn serve_connection(mut stream: TcpStream, router: &Router, limits: &Limits) {
+    let timeouts = stream
+        .set_read_timeout(Some(limits.io_timeout))
+        .and_then(|()| stream.set_write_timeout(Some(limits.io_timeout)));
+    if let Err(error) = timeouts {
+        tracing::debug!(%error, "cannot set timeouts on a probe connection");
+        return;
+    }
+    let reply = match read_head(&mut stream, limits) {
+        Ok(head) => match parse_request_line(&head) {
+            Some((method, target)) => router.route(method, target),
+            None => Reply::json(400, serde_json::json!({ "status": "bad request" })),
+        },
+        Err(HeadError::TooLarge) => Reply::json(
+            431,
+            serde_json::json!({ "status": "request header too large" }),
+        ),
+        Err(HeadError::Io(error)) => {
+            tracing::debug!(%error, "probe connection ended before a complete request");
+            return;
         }
+    };
+    if let Err(error) = write_reply(&mut stream, &reply) {
+        tracing::debug!(%error, "probe client went away before the reply");
+        return;
+    }
+    linger(stream);
+}
+
+enum HeadError {
+    TooLarge,
+    Io(io::Error),
+}
+
+/// Reads until the blank line that ends the head (bodies are never needed), within the size
+/// cap and the deadline.
+fn read_head(stream: &mut TcpStream, limits: &Limits) -> Result<Vec<u8>, HeadError> {
+    let deadline = Instant::now() + limits.request_deadline;
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).map_err(HeadError::Io)?;
+        if n == 0 {
+            return Err(HeadError::Io(io::ErrorKind::UnexpectedEof.into()));
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if let Some(end) = head_end(&head) {
+            head.truncate(end);
+            return Ok(head);
+        }
+        if head.len() > limits.max_head_bytes {
+            return Err(HeadError::TooLarge);
+        }
+        if Instant::now() >= deadline {
+            return Err(HeadError::Io(io::ErrorKind::TimedOut.into()));
+        }
+    }
+}
+
+/// Where the blank line that ends the head starts: CRLF CRLF, or bare LF LF from lenient
+/// clients.
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n");
+    let lf = bytes.windows(2).position(|w| w == b"\n\n");
+    crlf.into_iter().chain(lf).min()
+}
+
+/// `METHOD SP origin-form-target SP HTTP/1.x`; anything else is a bad request.
+fn parse_request_line(head: &[u8]) -> Option<(&str, &str)> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
+    let mut parts = line.split(' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    let valid = parts.next().is_none()
+        && !method.is_empty()
+        && method.bytes().all(|b| b.is_ascii_uppercase())
+        && target.starts_with('/')
+        && matches!(version, "HTTP/1.0" | "HTTP/1.1");
+    valid.then_some((method, target))
+}
+
+fn write_reply(stream: &mut TcpStream, reply: &Reply) -> io::Result<()> {
+    let mut out = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
+    for (name, value) in &reply.headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        reply.body.len()
+    ));
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&reply.body);
+    stream.write_all(&bytes)?;
+    stream.flush()
+}
+
+/// Half-closes, then reads what the client still sends (bounded) before the socket closes:
+/// closing with unread input makes the kernel send RST, which can destroy the reply in flight.
+fn linger(mut stream: TcpStream) {
+    if stream.shutdown(Shutdown::Write).is_ok() {
+        let _ = io::copy(&mut (&mut stream).take(MAX_DRAIN), &mut io::sink());
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "",
     }
 }
 
@@ -200,17 +359,6 @@ impl Reply {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
-    }
-
-    fn into_response(self) -> tiny_http::Response<io::Cursor<Vec<u8>>> {
-        let mut response = tiny_http::Response::from_data(self.body).with_status_code(self.status);
-        for (name, value) in self.headers {
-            match tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-                Ok(header) => response.add_header(header),
-                Err(()) => tracing::warn!(header = name, "invalid response header dropped"),
-            }
-        }
-        response
     }
 }
 
@@ -379,6 +527,52 @@ mod tests {
         let reply = router.route("POST", "/health");
         assert_eq!(reply.status, 405);
         assert_eq!(reply.header("allow"), Some("GET, HEAD"));
+    }
+
+    #[test]
+    fn request_line_must_be_origin_form_http1() {
+        let ok = parse_request_line;
+        assert_eq!(
+            ok(b"GET /ready?x=1 HTTP/1.1\r\nHost: a"),
+            Some(("GET", "/ready?x=1"))
+        );
+        assert_eq!(ok(b"HEAD /health HTTP/1.0"), Some(("HEAD", "/health")));
+        for bad in [
+            &b"GET /health"[..],
+            b"GET /health HTTP/2.0",
+            b"GET  /health HTTP/1.1",
+            b"get /health HTTP/1.1",
+            b"GET http://host/health HTTP/1.1",
+            b"GET /health HTTP/1.1 extra",
+            b"\xff\xfe /health HTTP/1.1",
+        ] {
+            assert_eq!(ok(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn head_ends_at_the_first_blank_line() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"), Some(20));
+        assert_eq!(head_end(b"GET / HTTP/1.1\n\n"), Some(14));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
+    }
+
+    #[test]
+    fn connection_slots_are_bounded_and_freed() {
+        let active = Arc::new(AtomicUsize::new(0));
+        let first = Slot::take(&active, 2).unwrap();
+        let _second = Slot::take(&active, 2).unwrap();
+        assert!(Slot::take(&active, 2).is_none());
+        drop(first);
+        assert!(Slot::take(&active, 2).is_some());
+    }
+
+    #[test]
+    fn wake_address_is_connectable() {
+        let wake = |s: &str| wake_addr(s.parse().unwrap()).to_string();
+        assert_eq!(wake("0.0.0.0:8080"), "127.0.0.1:8080");
+        assert_eq!(wake("[::]:8080"), "[::1]:8080");
+        assert_eq!(wake("10.1.2.3:8080"), "10.1.2.3:8080");
     }
 
     #[test]

@@ -135,14 +135,20 @@ pub fn plan(
     };
     let extendable = lease.renewable && !lease.capped;
     if !extendable {
-        consider(lease.expires_at.checked_sub(lead).unwrap_or(now), Why::Deadline);
+        consider(
+            lease.expires_at.checked_sub(lead).unwrap_or(now),
+            Why::Deadline,
+        );
     }
     if let Some(t) = token {
         if t.expires_at < lease.expires_at || extendable {
             // Measured against the token's own lifetime: a lease's long lead would otherwise
             // re-issue at once under a short-lived token, over and over.
             let lead = reissue_lead(t.ttl, rng);
-            consider(t.expires_at.checked_sub(lead).unwrap_or(now), Why::TokenDeadline);
+            consider(
+                t.expires_at.checked_sub(lead).unwrap_or(now),
+                Why::TokenDeadline,
+            );
         }
     }
     if let Some(every) = rotate_every {
@@ -152,7 +158,6 @@ pub fn plan(
     match (renew, reissue) {
         // A renewal that would land inside the re-issue lead is pointless: re-issue instead.
         (Some(r), Some((at, why))) if at <= r => Next::Reissue(at.max(now), why),
-        (Some(r), _) if r + MIN_LEAD >= lease.expires_at => Next::Reissue(now, Why::Deadline),
         (Some(r), _) => Next::Renew(r.max(now)),
         (None, Some((at, why))) => Next::Reissue(at.max(now), why),
         (None, None) => Next::Reissue(now, Why::Deadline),
@@ -176,11 +181,18 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff { min, max, failures: 0 }
+        Backoff {
+            min,
+            max,
+            failures: 0,
+        }
     }
 
     pub fn next_delay(&mut self, retry_after: Option<Duration>, rng: &mut impl Rng) -> Duration {
-        let exp = self.min.saturating_mul(1u32 << self.failures.min(20)).min(self.max);
+        let exp = self
+            .min
+            .saturating_mul(1u32 << self.failures.min(20))
+            .min(self.max);
         self.failures = self.failures.saturating_add(1);
         let jittered = exp.mul_f64(rng.random_range(0.75..=1.0));
         match retry_after {
@@ -250,7 +262,10 @@ mod tests {
         match plan(t1, &lease, None, None, &mut rng()) {
             Next::Reissue(at, Why::Deadline) => {
                 let before_expiry = lease.expires_at - at;
-                assert!(before_expiry >= S(20) && before_expiry <= S(26), "{before_expiry:?}");
+                assert!(
+                    before_expiry >= S(20) && before_expiry <= S(26),
+                    "{before_expiry:?}"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -260,7 +275,10 @@ mod tests {
     async fn token_expiry_before_lease_expiry_forces_reissue() {
         let now = Instant::now();
         let lease = Lease::issued(now, S(3600), true);
-        let token = TokenEnd { expires_at: now + S(600), ttl: S(900) };
+        let token = TokenEnd {
+            expires_at: now + S(600),
+            ttl: S(900),
+        };
         match plan(now, &lease, Some(token), None, &mut rng()) {
             Next::Reissue(at, Why::TokenDeadline) => {
                 let ahead = token.expires_at - at;
@@ -269,15 +287,24 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A token that outlives the renewal point does not get in the way of renewing.
-        let far = TokenEnd { expires_at: now + S(100_000), ttl: S(100_000) };
-        assert!(matches!(plan(now, &lease, Some(far), None, &mut rng()), Next::Renew(_)));
+        let far = TokenEnd {
+            expires_at: now + S(100_000),
+            ttl: S(100_000),
+        };
+        assert!(matches!(
+            plan(now, &lease, Some(far), None, &mut rng()),
+            Next::Renew(_)
+        ));
     }
 
     #[tokio::test(start_paused = true)]
     async fn cadence_wins_when_earlier() {
         let now = Instant::now();
         let lease = Lease::issued(now, S(3600), true);
-        assert_eq!(plan(now, &lease, None, Some(S(300)), &mut rng()), Next::Reissue(now + S(300), Why::Cadence));
+        assert_eq!(
+            plan(now, &lease, None, Some(S(300)), &mut rng()),
+            Next::Reissue(now + S(300), Why::Cadence)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -289,7 +316,10 @@ mod tests {
         assert!(next.at() >= now + S(51) && next.at() <= now + S(60));
         // Past the re-issue point: now, never in the past.
         let late = now + S(89);
-        assert_eq!(plan(late, &lease, None, None, &mut rng()), Next::Reissue(late, Why::Deadline));
+        assert_eq!(
+            plan(late, &lease, None, None, &mut rng()),
+            Next::Reissue(late, Why::Deadline)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -310,7 +340,11 @@ mod tests {
                 }
                 Next::Reissue(at, why) => {
                     assert_eq!(why, Why::Deadline);
-                    assert!(at + S(9) < max_end, "re-issue at {:?} leaves too little overlap", at - t0);
+                    assert!(
+                        at + S(9) < max_end,
+                        "re-issue at {:?} leaves too little overlap",
+                        at - t0
+                    );
                     assert!(at >= t0 + S(60), "re-issued too early: {:?}", at - t0);
                     break;
                 }
@@ -328,7 +362,10 @@ mod tests {
         assert!(d[11] >= S(225) && d[11] <= S(300));
         assert!(b.next_delay(Some(S(30)), &mut r) >= S(30));
         b.reset();
-        assert!(b.next_delay(Some(S(30)), &mut r) >= S(30), "Retry-After beats a short backoff");
+        assert!(
+            b.next_delay(Some(S(30)), &mut r) >= S(30),
+            "Retry-After beats a short backoff"
+        );
         b.reset();
         assert!(b.next_delay(None, &mut r) <= S(1));
     }

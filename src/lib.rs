@@ -29,6 +29,7 @@ pub mod credential;
 pub mod http;
 pub mod lease;
 pub mod logging;
+pub mod notify;
 pub mod render;
 pub mod secret;
 pub mod sink;

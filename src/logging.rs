@@ -8,7 +8,9 @@ use crate::config::LogFormat;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("--log-level: {0:?} is not a level (error, warn, info, debug, trace) or a tracing filter")]
+    #[error(
+        "--log-level: {0:?} is not a level (error, warn, info, debug, trace) or a tracing filter"
+    )]
     Level(String),
 }
 
@@ -18,7 +20,9 @@ pub struct LogHandle(reload::Handle<EnvFilter, Registry>);
 impl LogHandle {
     pub fn set_level(&self, level: &str) -> Result<(), LogError> {
         let filter = parse_filter(level)?;
-        self.0.reload(filter).map_err(|_| LogError::Level(level.to_string()))
+        self.0
+            .reload(filter)
+            .map_err(|_| LogError::Level(level.to_string()))
     }
 }
 
@@ -34,7 +38,11 @@ pub fn init(format: LogFormat, level: &str) -> Result<LogHandle, LogError> {
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(

@@ -14,9 +14,15 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(ConfigError::Cli(msg)) => {
             // clap's own text: --help and --version exit 0, usage errors exit 2.
-            let is_info = msg.starts_with("Keeps") || msg.starts_with("vault-rotator ") || msg.contains("Usage:") && !msg.starts_with("error");
+            let is_info = msg.starts_with("Keeps")
+                || msg.starts_with("vault-rotator ")
+                || msg.contains("Usage:") && !msg.starts_with("error");
             eprint!("{msg}");
-            return if is_info { ExitCode::SUCCESS } else { ExitCode::from(2) };
+            return if is_info {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
         }
         Err(e) => {
             eprintln!("vault-rotator: configuration error: {e}");
@@ -31,7 +37,10 @@ fn main() -> ExitCode {
         }
     };
     // One thread is plenty for one sidecar's few requests, and keeps memory and threads low.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("vault-rotator: cannot start the runtime: {e}");
@@ -45,7 +54,9 @@ fn main() -> ExitCode {
         if once {
             agent.run_once().await
         } else {
-            let reload: Reload = Box::new(move || Config::load(std::env::args_os(), &|k: &str| std::env::var(k).ok()));
+            let reload: Reload = Box::new(move || {
+                Config::load(std::env::args_os(), &|k: &str| std::env::var(k).ok())
+            });
             agent.run(reload, Some(log)).await
         }
     });

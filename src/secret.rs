@@ -252,7 +252,13 @@ impl<B: Backend> Worker<B> {
             return (Action::Issue, now);
         };
         if let Some(lease) = &held.lease {
-            return match lease::plan(now, lease, held.token.final_end(), self.cfg.rotate_every, &mut self.rng) {
+            return match lease::plan(
+                now,
+                lease,
+                held.token.final_end(),
+                self.cfg.rotate_every,
+                &mut self.rng,
+            ) {
                 Next::Renew(at) => (Action::Renew, at),
                 Next::Reissue(at, why) => (Action::Reissue(why), at),
             };
@@ -322,9 +328,15 @@ impl<B: Backend> Worker<B> {
             .await;
         let (kind, mount) = match info {
             Ok((info, _)) => {
-                let version = info.options.get("version").and_then(|v| v.as_str().map(str::to_string).or_else(|| v.as_u64().map(|n| n.to_string())));
+                let version = info.options.get("version").and_then(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .or_else(|| v.as_u64().map(|n| n.to_string()))
+                });
                 let kind = match (info.mount_type.as_str(), version.as_deref()) {
-                    ("database", _) => guess_from_path(&self.cfg.path).unwrap_or(SecretKind::Generic),
+                    ("database", _) => {
+                        guess_from_path(&self.cfg.path).unwrap_or(SecretKind::Generic)
+                    }
                     ("kv", Some("2")) => SecretKind::KvV2,
                     ("kv" | "generic", _) => SecretKind::KvV1,
                     _ => SecretKind::Generic,
@@ -332,7 +344,10 @@ impl<B: Backend> Worker<B> {
                 (self.kind.unwrap_or(kind), Some(info.path))
             }
             Err(e) => {
-                let guess = self.kind.or_else(|| guess_from_path(&self.cfg.path)).unwrap_or(SecretKind::Generic);
+                let guess = self
+                    .kind
+                    .or_else(|| guess_from_path(&self.cfg.path))
+                    .unwrap_or(SecretKind::Generic);
                 tracing::warn!(secret = %self.cfg.name, error = %e, kind = guess.as_str(), "could not ask Vault for the mount type; guessing from the path");
                 (guess, None)
             }
@@ -384,8 +399,15 @@ impl<B: Backend> Worker<B> {
     fn install(&mut self, held: Held, why: Option<Why>) {
         let name = self.cfg.name.clone();
         let username = held.cred.username.clone().unwrap_or_default();
-        let expires = held.cred.expires_at.map(|t| humantime::format_rfc3339_seconds(t).to_string());
-        let event = if self.current.is_some() { EventKind::Rotated } else { EventKind::Issued };
+        let expires = held
+            .cred
+            .expires_at
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string());
+        let event = if self.current.is_some() {
+            EventKind::Rotated
+        } else {
+            EventKind::Issued
+        };
         let reason = match why {
             None => "first credential",
             Some(Why::Cadence) => "rotation cadence or manual rotation",
@@ -422,11 +444,27 @@ impl<B: Backend> Worker<B> {
             s.last_rotation = Some(now);
             s.last_error = None;
         });
-        self.state.record(&name, event, format!("{username} ({reason})"));
+        self.state
+            .record(&name, event, format!("{username} ({reason})"));
+        // The first credential is in place before the app starts; later ones are news to it.
+        if event == EventKind::Rotated && !self.cfg.hooks.is_empty() {
+            let change = crate::notify::Change {
+                secret: name.clone(),
+                username: held.cred.username.clone(),
+                expires_at: expires.clone(),
+                file: self.cfg.output.display().to_string(),
+            };
+            crate::notify::fire(&self.cfg.hooks, change, self.state.clone());
+        }
         self.current = Some(held);
     }
 
-    fn held_from(&mut self, env: Envelope, kind: SecretKind, token: Arc<Token>) -> Result<Held, SecretError> {
+    fn held_from(
+        &mut self,
+        env: Envelope,
+        kind: SecretKind,
+        token: Arc<Token>,
+    ) -> Result<Held, SecretError> {
         let now = Instant::now();
         let shape = |reason: &str| SecretError::Shape {
             path: self.read_path.clone(),
@@ -437,14 +475,24 @@ impl<B: Backend> Worker<B> {
         }
         let (data, version) = if kind == SecretKind::KvV2 {
             let inner = env.data.get("data").and_then(Value::as_object).cloned();
-            let version = env.data.get("metadata").and_then(|m| m.get("version")).and_then(Value::as_u64);
-            let inner = inner.ok_or_else(|| shape("KV v2 read has no data.data: is the version deleted or destroyed?"))?;
+            let version = env
+                .data
+                .get("metadata")
+                .and_then(|m| m.get("version"))
+                .and_then(Value::as_u64);
+            let inner = inner.ok_or_else(|| {
+                shape("KV v2 read has no data.data: is the version deleted or destroyed?")
+            })?;
             (inner, version)
         } else {
             (env.data.clone(), None)
         };
-        if kind == SecretKind::Dynamic && (!data.contains_key("username") || env.lease_id.is_empty()) {
-            return Err(shape("a dynamic database credential needs data.username and a lease_id"));
+        if kind == SecretKind::Dynamic
+            && (!data.contains_key("username") || env.lease_id.is_empty())
+        {
+            return Err(shape(
+                "a dynamic database credential needs data.username and a lease_id",
+            ));
         }
         let mut fields = BTreeMap::new();
         for (k, v) in data {
@@ -466,9 +514,21 @@ impl<B: Backend> Worker<B> {
         let password = text("password");
         let leased = !env.lease_id.is_empty() && kind != SecretKind::Static;
         let (lease, rotates_at, refresh_at) = if leased {
-            (Some(Lease::issued(now, Duration::from_secs(env.lease_duration), env.renewable)), None, None)
+            (
+                Some(Lease::issued(
+                    now,
+                    Duration::from_secs(env.lease_duration),
+                    env.renewable,
+                )),
+                None,
+                None,
+            )
         } else if kind == SecretKind::Static {
-            let ttl = env.data.get("ttl").and_then(Value::as_f64).ok_or_else(|| shape("static credential without data.ttl"))?;
+            let ttl = env
+                .data
+                .get("ttl")
+                .and_then(Value::as_f64)
+                .ok_or_else(|| shape("static credential without data.ttl"))?;
             let rotates = now + Duration::from_secs_f64(ttl.max(0.0));
             (None, Some(rotates), Some(rotates + STATIC_SETTLE))
         } else {
@@ -506,8 +566,12 @@ impl<B: Backend> Worker<B> {
     }
 
     async fn renew(&mut self) -> Result<(), SecretError> {
-        let Some(held) = &self.current else { return Ok(()) };
-        let (Some(lease), Some(id)) = (held.lease, held.cred.lease_id.clone()) else { return Ok(()) };
+        let Some(held) = &self.current else {
+            return Ok(());
+        };
+        let (Some(lease), Some(id)) = (held.lease, held.cred.lease_id.clone()) else {
+            return Ok(());
+        };
         let asked = lease.ttl;
         let backend = self.backend.clone();
         let result = self
@@ -524,7 +588,9 @@ impl<B: Backend> Worker<B> {
                 for w in env.warnings() {
                     tracing::info!(secret = %name, warning = %w, "Vault capped the lease renewal");
                 }
-                let Some(held) = self.current.as_mut() else { return Ok(()) };
+                let Some(held) = self.current.as_mut() else {
+                    return Ok(());
+                };
                 if let Some(l) = held.lease.as_mut() {
                     l.renewed(Instant::now(), asked, granted, env.renewable);
                 }
@@ -535,7 +601,11 @@ impl<B: Backend> Worker<B> {
                     s.expires_at = expires_at;
                     s.renewable = env.renewable;
                 });
-                self.state.record(&name, EventKind::Renewed, format!("lease extended by {}", humantime::format_duration(granted)));
+                self.state.record(
+                    &name,
+                    EventKind::Renewed,
+                    format!("lease extended by {}", humantime::format_duration(granted)),
+                );
                 tracing::debug!(secret = %name, granted = %humantime::format_duration(granted), "renewed lease");
                 // The file carries expires_at, so it moves with the lease.
                 self.write(&cred)?;
@@ -543,7 +613,8 @@ impl<B: Backend> Worker<B> {
             }
             Err(SecretError::Vault(e)) if e.is_lease_gone() => {
                 tracing::warn!(secret = %name, error = %e, "the lease is gone (revoked or expired in Vault); issuing a new credential");
-                self.state.record(&name, EventKind::Failed, format!("renew: {e}"));
+                self.state
+                    .record(&name, EventKind::Failed, format!("renew: {e}"));
                 if let Some(held) = self.current.as_mut() {
                     // It cannot be revoked or renewed any more; forget its lease.
                     held.cred.lease_id = None;
@@ -604,7 +675,8 @@ impl<B: Backend> Worker<B> {
                 cur.refresh_at = held.refresh_at;
                 cur.cred.expires_at = held.cred.expires_at;
                 let cred = cur.cred.clone();
-                self.state.update(&self.cfg.name, |s| s.expires_at = cred.expires_at);
+                self.state
+                    .update(&self.cfg.name, |s| s.expires_at = cred.expires_at);
                 self.write(&cred)?;
             }
         }
@@ -614,7 +686,9 @@ impl<B: Backend> Worker<B> {
     /// `--rotate-every` on a static role: ask Vault to rotate now, then read the new password.
     async fn rotate_static(&mut self) -> Result<(), SecretError> {
         self.last_rotate_request = Some(Instant::now());
-        let rotate_path = self.read_path.replacen("/static-creds/", "/rotate-role/", 1);
+        let rotate_path = self
+            .read_path
+            .replacen("/static-creds/", "/rotate-role/", 1);
         let backend = self.backend.clone();
         let path = rotate_path.clone();
         let result = self
@@ -640,7 +714,10 @@ impl<B: Backend> Worker<B> {
 
     async fn revoke_due(&mut self) {
         let now = Instant::now();
-        let (due, later): (Vec<_>, Vec<_>) = self.pending_revokes.drain(..).partition(|(_, at)| *at <= now);
+        let (due, later): (Vec<_>, Vec<_>) = self
+            .pending_revokes
+            .drain(..)
+            .partition(|(_, at)| *at <= now);
         self.pending_revokes = later;
         for (id, _) in due {
             self.revoke(&id).await;
@@ -661,11 +738,13 @@ impl<B: Backend> Worker<B> {
         match result {
             Ok(_) => {
                 tracing::info!(secret = %self.cfg.name, lease_id, "revoked old credential");
-                self.state.record(&self.cfg.name, EventKind::Revoked, lease_id.to_string());
+                self.state
+                    .record(&self.cfg.name, EventKind::Revoked, lease_id.to_string());
             }
             Err(e) => {
                 tracing::warn!(secret = %self.cfg.name, lease_id, error = %e, "revoking old credential failed; it will expire at its TTL");
-                self.state.record(&self.cfg.name, EventKind::Failed, format!("revoke: {e}"));
+                self.state
+                    .record(&self.cfg.name, EventKind::Failed, format!("revoke: {e}"));
             }
         }
     }
@@ -725,8 +804,13 @@ fn guess_from_path(path: &str) -> Option<SecretKind> {
 
 /// `secret/app` on a KV v2 mount `secret/` reads `secret/data/app`, as `vault kv get` does.
 fn kv2_data_path(path: &str, mount: Option<&str>) -> String {
-    let mount = mount.map(|m| m.trim_end_matches('/')).unwrap_or_else(|| path.split('/').next().unwrap_or(path));
-    let rest = path.strip_prefix(mount).unwrap_or(path).trim_start_matches('/');
+    let mount = mount
+        .map(|m| m.trim_end_matches('/'))
+        .unwrap_or_else(|| path.split('/').next().unwrap_or(path));
+    let rest = path
+        .strip_prefix(mount)
+        .unwrap_or(path)
+        .trim_start_matches('/');
     if rest.starts_with("data/") {
         path.to_string()
     } else {
@@ -750,16 +834,31 @@ mod tests {
 
     #[test]
     fn kv2_paths_get_data_inserted_once() {
-        assert_eq!(kv2_data_path("secret/app", Some("secret/")), "secret/data/app");
-        assert_eq!(kv2_data_path("secret/data/app", Some("secret/")), "secret/data/app");
-        assert_eq!(kv2_data_path("team/kv/app/db", Some("team/kv/")), "team/kv/data/app/db");
+        assert_eq!(
+            kv2_data_path("secret/app", Some("secret/")),
+            "secret/data/app"
+        );
+        assert_eq!(
+            kv2_data_path("secret/data/app", Some("secret/")),
+            "secret/data/app"
+        );
+        assert_eq!(
+            kv2_data_path("team/kv/app/db", Some("team/kv/")),
+            "team/kv/data/app/db"
+        );
         assert_eq!(kv2_data_path("secret/app", None), "secret/data/app");
     }
 
     #[test]
     fn kinds_are_guessed_from_paths() {
-        assert_eq!(guess_from_path("database/creds/app"), Some(SecretKind::Dynamic));
-        assert_eq!(guess_from_path("db/static-creds/app"), Some(SecretKind::Static));
+        assert_eq!(
+            guess_from_path("database/creds/app"),
+            Some(SecretKind::Dynamic)
+        );
+        assert_eq!(
+            guess_from_path("db/static-creds/app"),
+            Some(SecretKind::Static)
+        );
         assert_eq!(guess_from_path("secret/data/app"), Some(SecretKind::KvV2));
         assert_eq!(guess_from_path("secret/app"), None);
     }

@@ -67,6 +67,10 @@ pub struct SecretStatus {
     pub rotations: u64,
     pub renewals: u64,
     pub failures: u64,
+    /// App notifications (exec, signal, HTTP hooks) that succeeded and failed; a failed
+    /// notification is not a credential failure, so it has its own counter.
+    pub notifications: u64,
+    pub notify_failures: u64,
     pub last_error: Option<String>,
     /// What the secret's loop will do next, and when.
     pub next_action: Option<NextAction>,
@@ -107,6 +111,10 @@ pub enum EventKind {
     Written,
     /// Something failed. Bumps `failures`, sets `last_error` to the detail.
     Failed,
+    /// A hook told the app about a new credential. Bumps `notifications`.
+    Notified,
+    /// A hook failed to tell the app. Bumps `notify_failures`.
+    NotifyFailed,
 }
 
 impl fmt::Display for EventKind {
@@ -118,6 +126,8 @@ impl fmt::Display for EventKind {
             EventKind::Revoked => "revoked",
             EventKind::Written => "written",
             EventKind::Failed => "failed",
+            EventKind::Notified => "notified",
+            EventKind::NotifyFailed => "notify_failed",
         })
     }
 }
@@ -249,6 +259,15 @@ impl State {
             AuthEvent::RenewFailed => &mut auth.token_renew_failures,
         };
         *counter += 1;
+    }
+
+    /// Records the outcome of one app-notification hook (`hook` is its kind, e.g. "exec").
+    pub fn notify_result(&self, name: &str, hook: &str, ok: bool) {
+        let (kind, outcome) = match ok {
+            true => (EventKind::Notified, "succeeded"),
+            false => (EventKind::NotifyFailed, "failed"),
+        };
+        self.record(name, kind, format!("{hook} hook {outcome}"));
     }
 
     pub fn auth_counters(&self) -> AuthCounters {
@@ -415,6 +434,8 @@ impl SecretStatus {
             rotations: 0,
             renewals: 0,
             failures: 0,
+            notifications: 0,
+            notify_failures: 0,
             last_error: None,
             next_action: None,
             history: VecDeque::with_capacity(HISTORY_LEN),
@@ -433,6 +454,8 @@ impl SecretStatus {
                 self.failures += 1;
                 self.last_error = Some(event.detail.clone());
             }
+            EventKind::Notified => self.notifications += 1,
+            EventKind::NotifyFailed => self.notify_failures += 1,
             EventKind::Issued | EventKind::Revoked => {}
         }
         if self.history.len() == HISTORY_LEN {
@@ -567,6 +590,17 @@ mod tests {
         let kinds: Vec<EventKind> = s.history.iter().map(|e| e.kind).collect();
         use EventKind::*;
         assert_eq!(kinds, [Issued, Written, Renewed, Rotated, Failed, Revoked]);
+    }
+
+    #[test]
+    fn notify_results_have_their_own_counters() {
+        let state = State::new(vec![info("db")]);
+        state.notify_result("db", "exec", true);
+        state.notify_result("db", "http", false);
+        let s = state.get("db").unwrap();
+        assert_eq!((s.notifications, s.notify_failures, s.failures), (1, 1, 0));
+        assert_eq!(s.history[1].detail, "http hook failed");
+        assert_eq!(s.history[1].kind, EventKind::NotifyFailed);
     }
 
     #[test]

@@ -31,13 +31,29 @@ async fn dynamic_credential_is_written_logs_in_and_is_rotated_without_a_gap() {
     let out = dir.path().join("db.json");
     let mut agent = AgentProc::spawn(
         &[
-            "--vault-addr", stack.addr(), "--auth", "approle", "--role-id-file", &rf, "--secret-id-file", &sf,
-            "--secret", "database/creds/app", "--output", out.to_str().unwrap(), "--revoke-grace", "2s",
+            "--vault-addr",
+            stack.addr(),
+            "--auth",
+            "approle",
+            "--role-id-file",
+            &rf,
+            "--secret-id-file",
+            &sf,
+            "--secret",
+            "database/creds/app",
+            "--output",
+            out.to_str().unwrap(),
+            "--revoke-grace",
+            "2s",
         ],
         &[],
         dir.path(),
     );
-    assert_eq!(agent.status("/ready").await.unwrap_or(503), 503, "not ready before a credential exists");
+    assert_eq!(
+        agent.status("/ready").await.unwrap_or(503),
+        503,
+        "not ready before a credential exists"
+    );
     agent.wait_ready(SEC(15)).await;
 
     let first = read_cred(&out).expect("file written before /ready");
@@ -46,7 +62,10 @@ async fn dynamic_credential_is_written_logs_in_and_is_rotated_without_a_gap() {
     for key in ["username", "password", "expires_at"] {
         assert!(first.get(key).is_some(), "{key} in {first}");
     }
-    stack.pg_login(&s(&first, "username"), &s(&first, "password")).await.expect("first credential logs in");
+    stack
+        .pg_login(&s(&first, "username"), &s(&first, "password"))
+        .await
+        .expect("first credential logs in");
 
     // A reader that logs in with whatever the file holds, as fast as it can, for 20 s:
     // across several max_ttl periods, not one login may fail.
@@ -59,7 +78,10 @@ async fn dynamic_credential_is_written_logs_in_and_is_rotated_without_a_gap() {
     while std::time::Instant::now() < deadline {
         let cred = read_cred(&out).expect("file never disappears");
         users.insert(s(&cred, "username"));
-        match stack.pg_login(&s(&cred, "username"), &s(&cred, "password")).await {
+        match stack
+            .pg_login(&s(&cred, "username"), &s(&cred, "password"))
+            .await
+        {
             Ok(()) => logins.fetch_add(1, Ordering::Relaxed),
             Err(e) => {
                 last_error = format!("{} at {}: {e}", s(&cred, "username"), cred["expires_at"]);
@@ -69,9 +91,16 @@ async fn dynamic_credential_is_written_logs_in_and_is_rotated_without_a_gap() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.store(true, Ordering::Relaxed);
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "logins with the file's credential failed; last: {last_error}");
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "logins with the file's credential failed; last: {last_error}"
+    );
     assert!(logins.load(Ordering::Relaxed) > 50);
-    assert!(users.len() >= 3, "expected several rotations in 20 s with max_ttl 6s, saw {users:?}");
+    assert!(
+        users.len() >= 3,
+        "expected several rotations in 20 s with max_ttl 6s, saw {users:?}"
+    );
 
     // Old users are dropped after the 2 s grace; only the current one (and at most one still in
     // its grace) exist.
@@ -89,7 +118,10 @@ async fn dynamic_credential_is_written_logs_in_and_is_rotated_without_a_gap() {
     assert_eq!(agent.stop(), 0);
     let logs = agent.logs();
     assert!(logs.contains("wrote new credential"), "{logs}");
-    assert!(!logs.contains(&s(&first, "password")), "a password reached the logs");
+    assert!(
+        !logs.contains(&s(&first, "password")),
+        "a password reached the logs"
+    );
     assert!(!logs.contains(&secret_id), "the secret_id reached the logs");
 }
 
@@ -103,8 +135,20 @@ async fn old_user_is_dropped_only_after_the_grace() {
     let out = dir.path().join("db.json");
     let mut agent = AgentProc::spawn(
         &[
-            "--vault-addr", stack.addr(), "--auth", "approle", "--role-id-file", &rf, "--secret-id-file", &sf,
-            "--secret", "database/creds/app", "--output", out.to_str().unwrap(), "--revoke-grace", "4s",
+            "--vault-addr",
+            stack.addr(),
+            "--auth",
+            "approle",
+            "--role-id-file",
+            &rf,
+            "--secret-id-file",
+            &sf,
+            "--secret",
+            "database/creds/app",
+            "--output",
+            out.to_str().unwrap(),
+            "--revoke-grace",
+            "4s",
         ],
         &[],
         dir.path(),
@@ -120,9 +164,15 @@ async fn old_user_is_dropped_only_after_the_grace() {
     })
     .await;
     let switched = std::time::Instant::now();
-    stack.pg_login(&s(&new, "username"), &s(&new, "password")).await.expect("new credential works");
+    stack
+        .pg_login(&s(&new, "username"), &s(&new, "password"))
+        .await
+        .expect("new credential works");
     // Within the grace the old credential still works...
-    stack.pg_login(&s(&old, "username"), &s(&old, "password")).await.expect("old credential works during the grace");
+    stack
+        .pg_login(&s(&old, "username"), &s(&old, "password"))
+        .await
+        .expect("old credential works during the grace");
     assert!(stack.pg_role_exists(&s(&old, "username")).await);
     // ...and afterwards its role is gone.
     eventually(SEC(15), "old role dropped", || {
@@ -131,8 +181,15 @@ async fn old_user_is_dropped_only_after_the_grace() {
         async move { (!stack.pg_role_exists(&user).await).then_some(()) }
     })
     .await;
-    assert!(switched.elapsed() >= SEC(3), "dropped after {:?}, before the 4 s grace", switched.elapsed());
-    assert!(stack.pg_login(&s(&old, "username"), &s(&old, "password")).await.is_err());
+    assert!(
+        switched.elapsed() >= SEC(3),
+        "dropped after {:?}, before the 4 s grace",
+        switched.elapsed()
+    );
+    assert!(stack
+        .pg_login(&s(&old, "username"), &s(&old, "password"))
+        .await
+        .is_err());
     assert_eq!(agent.stop(), 0);
 }
 
@@ -146,8 +203,23 @@ async fn once_writes_with_exact_mode_and_exits_zero() {
     let out = dir.path().join("db.env");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_vault-rotator"))
         .args([
-            "--vault-addr", stack.addr(), "--auth", "approle", "--role-id-file", &rf, "--secret-id-file", &sf,
-            "--secret", "database/creds/app", "--output", out.to_str().unwrap(), "--format", "env", "--file-mode", "0640", "--once",
+            "--vault-addr",
+            stack.addr(),
+            "--auth",
+            "approle",
+            "--role-id-file",
+            &rf,
+            "--secret-id-file",
+            &sf,
+            "--secret",
+            "database/creds/app",
+            "--output",
+            out.to_str().unwrap(),
+            "--format",
+            "env",
+            "--file-mode",
+            "0640",
+            "--once",
         ])
         .env_clear()
         .status()
@@ -158,12 +230,18 @@ async fn once_writes_with_exact_mode_and_exits_zero() {
     // The env file is safe to source and logs in.
     let sourced = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!(". '{}'; printf '%s\\n%s' \"$USERNAME\" \"$PASSWORD\"", out.display()))
+        .arg(format!(
+            ". '{}'; printf '%s\\n%s' \"$USERNAME\" \"$PASSWORD\"",
+            out.display()
+        ))
         .output()
         .unwrap();
     let text = String::from_utf8(sourced.stdout).unwrap();
     let (user, pass) = text.split_once('\n').unwrap();
-    stack.pg_login(user, pass).await.expect("the env file's credential logs in");
+    stack
+        .pg_login(user, pass)
+        .await
+        .expect("the env file's credential logs in");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,14 +249,33 @@ async fn bad_configuration_exits_2_naming_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_vault-rotator");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(bin).args(args).env_clear().output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .env_clear()
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     };
     let out = dir.path().join("x.json");
     let out = out.to_str().unwrap();
-    let base = ["--vault-addr", "http://127.0.0.1:1", "--auth", "approle", "--role-id-file", "/nonexistent", "--secret", "database/creds/app"];
+    let base = [
+        "--vault-addr",
+        "http://127.0.0.1:1",
+        "--auth",
+        "approle",
+        "--role-id-file",
+        "/nonexistent",
+        "--secret",
+        "database/creds/app",
+    ];
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--rotate-every", "sometimes", "--output", out], "--rotate-every"),
+        (
+            vec!["--rotate-every", "sometimes", "--output", out],
+            "--rotate-every",
+        ),
         (vec!["--output", "/no/such/dir/db.json"], "/no/such/dir"),
         (vec!["--output", out, "--file-mode", "888"], "--file-mode"),
         (vec!["--output", out, "--format", "xml"], "--format"),
@@ -190,7 +287,10 @@ async fn bad_configuration_exits_2_naming_the_problem() {
         args.extend(extra.iter());
         let (code, stderr) = run(&args);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(needle), "{args:?}: stderr does not name {needle}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: stderr does not name {needle}: {stderr}"
+        );
     }
     let (code, stderr) = run(&["--help"]);
     assert_eq!(code, Some(0), "{stderr}");
@@ -199,16 +299,38 @@ async fn bad_configuration_exits_2_naming_the_problem() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_v2_version_change_lands_in_the_file() {
     let stack = Stack::start().await;
-    stack.api("POST", "sys/mounts/secret", json!({"type": "kv", "options": {"version": "2"}})).await;
-    stack.api("POST", "secret/data/app", json!({"data": {"username": "app", "password": "one", "host": "db"}})).await;
+    stack
+        .api(
+            "POST",
+            "sys/mounts/team-kv",
+            json!({"type": "kv", "options": {"version": "2"}}),
+        )
+        .await;
+    stack
+        .api(
+            "POST",
+            "team-kv/data/app",
+            json!({"data": {"username": "app", "password": "one", "host": "db"}}),
+        )
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, stack.vault.root_token()).unwrap();
     let out = dir.path().join("kv.json");
     let mut agent = AgentProc::spawn(
         &[
-            "--vault-addr", stack.addr(), "--auth", "token", "--token-file", token.to_str().unwrap(),
-            "--secret", "secret/app", "--output", out.to_str().unwrap(), "--refresh-every", "1s",
+            "--vault-addr",
+            stack.addr(),
+            "--auth",
+            "token",
+            "--token-file",
+            token.to_str().unwrap(),
+            "--secret",
+            "team-kv/app",
+            "--output",
+            out.to_str().unwrap(),
+            "--refresh-every",
+            "1s",
         ],
         &[],
         dir.path(),
@@ -222,7 +344,13 @@ async fn kv_v2_version_change_lands_in_the_file() {
     tokio::time::sleep(SEC(3)).await;
     let inode_after = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&out).unwrap());
     assert_eq!(inode, inode_after, "unchanged secret must not be rewritten");
-    stack.api("POST", "secret/data/app", json!({"data": {"username": "app", "password": "two", "host": "db"}})).await;
+    stack
+        .api(
+            "POST",
+            "team-kv/data/app",
+            json!({"data": {"username": "app", "password": "two", "host": "db"}}),
+        )
+        .await;
     let second = eventually(SEC(10), "version 2 in the file", || {
         let out = out.clone();
         async move { read_cred(&out).filter(|c| c["version"] == 2) }
@@ -236,11 +364,19 @@ async fn kv_v2_version_change_lands_in_the_file() {
 async fn static_role_rotation_lands_in_the_file() {
     let stack = Stack::start().await;
     // The static role's user must exist first.
-    let (client, conn) = tokio_postgres::connect(&stack.pg.conn_string(stack.pg.superuser(), stack.pg.superuser_password()), tokio_postgres::NoTls)
+    let (client, conn) = tokio_postgres::connect(
+        &stack
+            .pg
+            .conn_string(stack.pg.superuser(), stack.pg.superuser_password()),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute("CREATE ROLE app_static LOGIN PASSWORD 'initial'")
         .await
         .unwrap();
-    tokio::spawn(conn);
-    client.batch_execute("CREATE ROLE app_static LOGIN PASSWORD 'initial'").await.unwrap();
     stack
         .api(
             "POST",
@@ -254,8 +390,14 @@ async fn static_role_rotation_lands_in_the_file() {
     let out = dir.path().join("static.json");
     let mut agent = AgentProc::spawn(
         &[
-            "--vault-addr", stack.addr(), "--token-file", token.to_str().unwrap(),
-            "--secret", "database/static-creds/app-static", "--output", out.to_str().unwrap(),
+            "--vault-addr",
+            stack.addr(),
+            "--token-file",
+            token.to_str().unwrap(),
+            "--secret",
+            "database/static-creds/app-static",
+            "--output",
+            out.to_str().unwrap(),
         ],
         &[],
         dir.path(),
@@ -264,15 +406,27 @@ async fn static_role_rotation_lands_in_the_file() {
     let first = read_cred(&out).unwrap();
     assert_eq!(first["username"], "app_static");
     assert!(first["expires_at"].is_string());
-    stack.pg_login("app_static", &s(&first, "password")).await.expect("static credential logs in");
+    stack
+        .pg_login("app_static", &s(&first, "password"))
+        .await
+        .expect("static credential logs in");
     let second = eventually(SEC(15), "the rotated password in the file", || {
         let out = out.clone();
         let old = s(&first, "password");
         async move { read_cred(&out).filter(|c| s(c, "password") != old) }
     })
     .await;
-    stack.pg_login("app_static", &s(&second, "password")).await.expect("rotated password logs in");
-    assert!(stack.pg_login("app_static", &s(&first, "password")).await.is_err(), "old password must be dead");
+    stack
+        .pg_login("app_static", &s(&second, "password"))
+        .await
+        .expect("rotated password logs in");
+    assert!(
+        stack
+            .pg_login("app_static", &s(&first, "password"))
+            .await
+            .is_err(),
+        "old password must be dead"
+    );
     assert_eq!(agent.stop(), 0);
 }
 
@@ -282,7 +436,13 @@ async fn approle_with_a_wrapped_secret_id() {
     stack.dynamic_role("app", "1h", "24h").await;
     let (role_id, _) = stack.approle("1h", "24h").await;
     let wrapped = stack
-        .api_with("POST", "auth/approle/role/app/secret-id", json!({}), stack.vault.root_token(), &[("X-Vault-Wrap-TTL", "60s")])
+        .api_with(
+            "POST",
+            "auth/approle/role/app/secret-id",
+            json!({}),
+            stack.vault.root_token(),
+            &[("X-Vault-Wrap-TTL", "60s")],
+        )
         .await;
     let wrapping_token = wrapped["wrap_info"]["token"].as_str().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
@@ -290,15 +450,28 @@ async fn approle_with_a_wrapped_secret_id() {
     let out = dir.path().join("db.json");
     let mut agent = AgentProc::spawn(
         &[
-            "--vault-addr", stack.addr(), "--auth", "approle", "--role-id-file", &rf, "--secret-id-file", &sf,
-            "--secret", "database/creds/app", "--output", out.to_str().unwrap(),
+            "--vault-addr",
+            stack.addr(),
+            "--auth",
+            "approle",
+            "--role-id-file",
+            &rf,
+            "--secret-id-file",
+            &sf,
+            "--secret",
+            "database/creds/app",
+            "--output",
+            out.to_str().unwrap(),
         ],
         &[],
         dir.path(),
     );
     agent.wait_ready(SEC(15)).await;
     let cred = read_cred(&out).unwrap();
-    stack.pg_login(&s(&cred, "username"), &s(&cred, "password")).await.unwrap();
+    stack
+        .pg_login(&s(&cred, "username"), &s(&cred, "password"))
+        .await
+        .unwrap();
     assert!(agent.logs().contains("unwrapped"), "{}", agent.logs());
     assert!(!agent.logs().contains(&wrapping_token));
     assert_eq!(agent.stop(), 0);
@@ -319,8 +492,18 @@ async fn renewals_move_expires_at_without_new_users() {
     let out = dir.path().join("db.json");
     let mut agent = AgentProc::spawn(
         &[
-            "--vault-addr", stack.addr(), "--auth", "approle", "--role-id-file", &rf, "--secret-id-file", &sf,
-            "--secret", "database/creds/app", "--output", out.to_str().unwrap(),
+            "--vault-addr",
+            stack.addr(),
+            "--auth",
+            "approle",
+            "--role-id-file",
+            &rf,
+            "--secret-id-file",
+            &sf,
+            "--secret",
+            "database/creds/app",
+            "--output",
+            out.to_str().unwrap(),
         ],
         &[],
         dir.path(),
@@ -329,9 +512,19 @@ async fn renewals_move_expires_at_without_new_users() {
     let first = read_cred(&out).unwrap();
     tokio::time::sleep(SEC(7)).await;
     let later = read_cred(&out).unwrap();
-    assert_eq!(s(&first, "username"), s(&later, "username"), "renewal, not re-issue");
-    assert!(expires(&later) > expires(&first), "expires_at moves with renewals");
-    stack.pg_login(&s(&later, "username"), &s(&later, "password")).await.expect("still logs in after the first TTL");
+    assert_eq!(
+        s(&first, "username"),
+        s(&later, "username"),
+        "renewal, not re-issue"
+    );
+    assert!(
+        expires(&later) > expires(&first),
+        "expires_at moves with renewals"
+    );
+    stack
+        .pg_login(&s(&later, "username"), &s(&later, "password"))
+        .await
+        .expect("still logs in after the first TTL");
     assert_eq!(stack.pg_dynamic_roles().await.len(), 1);
     assert_eq!(agent.stop(), 0);
 }

@@ -12,7 +12,10 @@ const SEC: fn(u64) -> Duration = Duration::from_secs;
 
 /// A service-account JWT like kubelet projects, signed with the test-only key.
 fn sa_jwt(name: &str, namespace: &str, valid_for: Duration) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let claims = json!({
         "iss": "https://kubernetes.default.svc.cluster.local",
         "sub": format!("system:serviceaccount:{namespace}:{name}"),
@@ -25,12 +28,20 @@ fn sa_jwt(name: &str, namespace: &str, valid_for: Duration) -> String {
             "serviceaccount": {"name": name, "uid": "4ce3a724-ddad-4cb3-ae46-2f97fc420a3d"}
         }
     });
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!("fixtures/k8s-test-key.pem")).unwrap();
-    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key).unwrap()
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!("fixtures/k8s-test-key.pem"))
+        .unwrap();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &key,
+    )
+    .unwrap()
 }
 
 async fn kubernetes_auth(stack: &Stack, token_ttl: &str) {
-    stack.api("POST", "sys/auth/kubernetes", json!({"type": "kubernetes"})).await;
+    stack
+        .api("POST", "sys/auth/kubernetes", json!({"type": "kubernetes"}))
+        .await;
     stack
         .api(
             "POST",
@@ -73,8 +84,20 @@ async fn kubernetes_auth_rereads_a_rotated_jwt_file() {
     let out = dir.path().join("db.json");
     let mut agent = AgentProc::spawn(
         &[
-            "--vault-addr", stack.addr(), "--auth", "kubernetes", "--role", "app", "--jwt-file", jwt.to_str().unwrap(),
-            "--secret", "database/creds/app", "--output", out.to_str().unwrap(), "--revoke-grace", "1s",
+            "--vault-addr",
+            stack.addr(),
+            "--auth",
+            "kubernetes",
+            "--role",
+            "app",
+            "--jwt-file",
+            jwt.to_str().unwrap(),
+            "--secret",
+            "database/creds/app",
+            "--output",
+            out.to_str().unwrap(),
+            "--revoke-grace",
+            "1s",
         ],
         &[],
         dir.path(),
@@ -84,14 +107,26 @@ async fn kubernetes_auth_rereads_a_rotated_jwt_file() {
     std::fs::write(&jwt, sa_jwt("app", "default", SEC(3600))).unwrap();
     let start = std::time::Instant::now();
     while start.elapsed() < SEC(14) {
-        assert_eq!(agent.status("/ready").await, Some(200), "ready throughout; logs:\n{}", agent.logs());
+        assert_eq!(
+            agent.status("/ready").await,
+            Some(200),
+            "ready throughout; logs:\n{}",
+            agent.logs()
+        );
         let cred = read_cred(&out).unwrap();
-        stack.pg_login(&s(&cred, "username"), &s(&cred, "password")).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.logs()));
+        stack
+            .pg_login(&s(&cred, "username"), &s(&cred, "password"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", agent.logs()));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let logs = agent.logs();
     assert!(count(&logs, "logged in to Vault") >= 4, "{logs}");
-    assert_eq!(count(&logs, "auth kubernetes"), 0, "no login failed: {logs}");
+    assert_eq!(
+        count(&logs, "auth kubernetes"),
+        0,
+        "no login failed: {logs}"
+    );
     assert_eq!(agent.stop(), 0);
 }
 
@@ -106,8 +141,18 @@ async fn a_token_refused_as_invalid_leads_to_relogin_without_a_new_database_user
     let out = dir.path().join("db.json");
     let mut agent = AgentProc::spawn(
         &[
-            "--vault-addr", stack.addr(), "--auth", "approle", "--role-id-file", dir.path().join("r").to_str().unwrap(),
-            "--secret-id-file", dir.path().join("s").to_str().unwrap(), "--secret", "database/creds/app", "--output", out.to_str().unwrap(),
+            "--vault-addr",
+            stack.addr(),
+            "--auth",
+            "approle",
+            "--role-id-file",
+            dir.path().join("r").to_str().unwrap(),
+            "--secret-id-file",
+            dir.path().join("s").to_str().unwrap(),
+            "--secret",
+            "database/creds/app",
+            "--output",
+            out.to_str().unwrap(),
         ],
         &[],
         dir.path(),
@@ -125,11 +170,26 @@ async fn a_token_refused_as_invalid_leads_to_relogin_without_a_new_database_user
         .await;
     tokio::time::sleep(SEC(6)).await;
     let logs = agent.logs();
-    assert_eq!(count(&logs, "logged in to Vault"), 2, "one re-login: {logs}");
+    assert_eq!(
+        count(&logs, "logged in to Vault"),
+        2,
+        "one re-login: {logs}"
+    );
     let now = read_cred(&out).unwrap();
-    assert_eq!(s(&first, "username"), s(&now, "username"), "the lease survived: same user");
-    assert_eq!(stack.pg_dynamic_roles().await.len(), 1, "no new database user");
-    stack.pg_login(&s(&now, "username"), &s(&now, "password")).await.unwrap();
+    assert_eq!(
+        s(&first, "username"),
+        s(&now, "username"),
+        "the lease survived: same user"
+    );
+    assert_eq!(
+        stack.pg_dynamic_roles().await.len(),
+        1,
+        "no new database user"
+    );
+    stack
+        .pg_login(&s(&now, "username"), &s(&now, "password"))
+        .await
+        .unwrap();
     assert_eq!(agent.stop(), 0);
 }
 
@@ -144,8 +204,18 @@ async fn token_revoked_out_of_band_is_replaced_and_so_is_its_dead_credential() {
     let out = dir.path().join("db.json");
     let mut agent = AgentProc::spawn(
         &[
-            "--vault-addr", stack.addr(), "--auth", "approle", "--role-id-file", dir.path().join("r").to_str().unwrap(),
-            "--secret-id-file", dir.path().join("s").to_str().unwrap(), "--secret", "database/creds/app", "--output", out.to_str().unwrap(),
+            "--vault-addr",
+            stack.addr(),
+            "--auth",
+            "approle",
+            "--role-id-file",
+            dir.path().join("r").to_str().unwrap(),
+            "--secret-id-file",
+            dir.path().join("s").to_str().unwrap(),
+            "--secret",
+            "database/creds/app",
+            "--output",
+            out.to_str().unwrap(),
         ],
         &[],
         dir.path(),
@@ -154,11 +224,18 @@ async fn token_revoked_out_of_band_is_replaced_and_so_is_its_dead_credential() {
     let first = read_cred(&out).unwrap();
     // Revoke every token but root out of band: Vault revokes their leases with them, which
     // drops the database user.
-    let tokens = stack.control("GET", "tokens", serde_json::Value::Null).await;
+    let tokens = stack
+        .control("GET", "tokens", serde_json::Value::Null)
+        .await;
     let mut revoked = 0;
     for t in tokens["tokens"].as_array().expect("token list") {
-        if t["policies"].as_array().is_some_and(|p| p.iter().any(|x| x == "app")) {
-            stack.control("POST", "revoke-token", json!({"accessor": t["accessor"]})).await;
+        if t["policies"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|x| x == "app"))
+        {
+            stack
+                .control("POST", "revoke-token", json!({"accessor": t["accessor"]}))
+                .await;
             revoked += 1;
         }
     }
@@ -175,7 +252,10 @@ async fn token_revoked_out_of_band_is_replaced_and_so_is_its_dead_credential() {
         async move { read_cred(&out).filter(|c| s(c, "username") != old) }
     })
     .await;
-    stack.pg_login(&s(&second, "username"), &s(&second, "password")).await.unwrap();
+    stack
+        .pg_login(&s(&second, "username"), &s(&second, "password"))
+        .await
+        .unwrap();
     tokio::time::sleep(SEC(4)).await;
     // Exactly one replacement: no storm of logins or users.
     let logs = agent.logs();

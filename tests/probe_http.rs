@@ -4,10 +4,10 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use vault_rotator::credential::SecretKind;
-use vault_rotator::http::ProbeServer;
+use vault_rotator::http::{Limits, ProbeServer};
 use vault_rotator::state::{serve_liveness, EventKind, SecretInfo, State};
 
 /// Upper bound for any single socket wait; a hang fails the test instead of blocking CI.
@@ -31,6 +31,10 @@ fn start(state: Arc<State>) -> ProbeServer {
     ProbeServer::start("127.0.0.1:0".parse().unwrap(), state).unwrap()
 }
 
+fn start_with(limits: Limits) -> ProbeServer {
+    ProbeServer::start_with("127.0.0.1:0".parse().unwrap(), state(), limits).unwrap()
+}
+
 fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
@@ -38,18 +42,18 @@ fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
-/// Sends raw bytes and reads until the server closes (requests say `Connection: close`).
+/// Sends raw bytes and reads until the server closes the connection.
 fn exchange(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
     let mut stream = connect(addr);
-    stream.write_all(raw).unwrap();
+    // The server may close early (a refused or oversized request); what it said still counts.
+    let _ = stream.write_all(raw);
     let mut out = Vec::new();
-    // A reset after an error reply is fine: what was read so far is the answer.
     let _ = stream.read_to_end(&mut out);
     out
 }
 
 fn send(addr: SocketAddr, method: &str, path: &str) -> Response {
-    let raw = format!("{method} {path} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n");
+    let raw = format!("{method} {path} HTTP/1.1\r\nHost: probe\r\n\r\n");
     parse(&exchange(addr, raw.as_bytes()))
 }
 
@@ -57,7 +61,7 @@ fn parse(bytes: &[u8]) -> Response {
     let text = String::from_utf8_lossy(bytes).into_owned();
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .expect("a complete HTTP response");
+        .unwrap_or_else(|| panic!("not a complete HTTP response: {text:?}"));
     let status = head
         .split(' ')
         .nth(1)
@@ -184,26 +188,31 @@ fn head_404_and_405() {
 
 #[test]
 fn garbage_and_huge_headers_do_not_break_later_probes() {
-    let server = start(state());
+    // Short timeouts only so the unfinished request below is dropped quickly.
+    let server = start_with(Limits {
+        io_timeout: Duration::from_millis(200),
+        request_deadline: Duration::from_millis(400),
+        ..Limits::default()
+    });
     let addr = server.local_addr();
 
-    let answer = exchange(addr, b"\x00\x01\x02 not http at all\r\n\r\n");
-    assert!(
-        answer.is_empty() || answer.starts_with(b"HTTP/1.1 400"),
-        "{answer:?}"
-    );
+    let garbage = parse(&exchange(addr, b"\x00\x01\x02 not http at all\r\n\r\n"));
+    assert_eq!(garbage.status, 400);
 
     let mut raw = b"GET /health HTTP/1.1\r\nHost: probe\r\nX-Big: ".to_vec();
     raw.extend(std::iter::repeat_n(b'a', 64 * 1024));
-    raw.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
-    let answer = exchange(addr, &raw);
-    assert!(
-        answer.starts_with(b"HTTP/1.1 "),
-        "no reply to a 64 KiB header"
-    );
+    raw.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(parse(&exchange(addr, &raw)).status, 431);
 
-    let _ = exchange(addr, b"GET /health HTTP/1.1\r\nbroken header line\r\n\r\n");
-    let _ = exchange(addr, b"GET /health HTTP/9.9\r\n\r\n");
+    let bad_version = exchange(addr, b"GET /health HTTP/9.9\r\n\r\n");
+    assert_eq!(parse(&bad_version).status, 400);
+    let absolute_form = exchange(addr, b"GET http://x/health HTTP/1.1\r\n\r\n");
+    assert_eq!(parse(&absolute_form).status, 400);
+    assert!(
+        exchange(addr, b"GET /health").is_empty(),
+        "an unfinished head gets no reply"
+    );
+    assert_eq!(parse(&exchange(addr, &[0xff; 100_000])).status, 431);
 
     assert_eq!(send(addr, "GET", "/health").status, 200);
     assert_eq!(send(addr, "GET", "/ready").status, 503);
@@ -231,38 +240,81 @@ fn idle_and_stalled_connections_do_not_starve_probes() {
 }
 
 #[test]
-fn keep_alive_connection_serves_several_probes() {
-    let server = start(state());
-    let mut stream = connect(server.local_addr());
-    for _ in 0..3 {
-        stream
-            .write_all(b"GET /health HTTP/1.1\r\nHost: probe\r\n\r\n")
-            .unwrap();
-        let r = read_one(&mut stream);
-        assert_eq!(
-            (r.status, json(&r)),
-            (200, serde_json::json!({"status": "ok"}))
+fn idle_and_trickling_connections_are_closed_at_their_deadline() {
+    let server = start_with(Limits {
+        io_timeout: Duration::from_millis(200),
+        request_deadline: Duration::from_millis(400),
+        ..Limits::default()
+    });
+    let addr = server.local_addr();
+    let started = Instant::now();
+
+    // The read returns when the server closes, long before the client's own timeout.
+    let mut buf = Vec::new();
+    assert_eq!(connect(addr).read_to_end(&mut buf).unwrap(), 0);
+    assert!(started.elapsed() < CLIENT_TIMEOUT);
+
+    // A byte every 100ms beats the I/O timeout but never completes a head: the deadline
+    // ends it. Each read waits for the server's answer, so this is not a timing guess.
+    let mut trickle = connect(addr);
+    trickle
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let closed_by_server = loop {
+        assert!(
+            started.elapsed() < CLIENT_TIMEOUT,
+            "the server never closed the connection"
         );
-    }
+        if trickle.write_all(b"G").is_err() {
+            break true;
+        }
+        match trickle.read(&mut [0u8; 64]) {
+            Ok(0) => break true,
+            Ok(_) => break false,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => break true,
+        }
+    };
+    assert!(
+        closed_by_server,
+        "the server replied to an incomplete request"
+    );
+
+    assert_eq!(send(addr, "GET", "/health").status, 200);
     server.shutdown();
 }
 
-/// Reads one response from a kept-alive connection, using its Content-Length.
-fn read_one(stream: &mut TcpStream) -> Response {
-    let mut bytes = Vec::new();
-    let mut byte = [0u8; 1];
-    while !bytes.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).unwrap();
-        bytes.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&bytes).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length: "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("a content-length");
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).unwrap();
-    bytes.extend(body);
-    parse(&bytes)
+#[test]
+fn connections_over_the_limit_are_closed_without_a_reply() {
+    let server = start_with(Limits {
+        max_connections: 2,
+        ..Limits::default()
+    });
+    let addr = server.local_addr();
+    // Connections are accepted in order, so both idle ones hold a slot before the third.
+    let _idle = [connect(addr), connect(addr)];
+    let over = exchange(addr, b"GET /health HTTP/1.1\r\n\r\n");
+    assert!(over.is_empty(), "{:?}", String::from_utf8_lossy(&over));
+    server.shutdown();
+}
+
+#[test]
+fn every_reply_closes_the_connection() {
+    let server = start(state());
+    let r = send(server.local_addr(), "GET", "/health");
+    assert!(r.head.contains("connection: close"), "{}", r.head);
+    assert!(r.head.contains("content-length: 16"), "{}", r.head);
+    server.shutdown();
+}
+
+#[test]
+fn shutdown_closes_the_listener() {
+    let server = start(state());
+    let addr = server.local_addr();
+    assert_eq!(send(addr, "GET", "/health").status, 200);
+    server.shutdown();
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "still accepting after shutdown"
+    );
 }

@@ -77,7 +77,14 @@ impl FakeVault {
         let end = (!self.token_ttl.is_zero()).then(|| now + self.token_ttl);
         log.tokens.insert(generation, end);
         // Non-renewable: its end is final, as with a token at its max TTL.
-        let t = Arc::new(Token::new(SecretValue::new(format!("tok-{generation}")), generation, format!("acc-{generation}"), self.token_ttl, false, now));
+        let t = Arc::new(Token::new(
+            SecretValue::new(format!("tok-{generation}")),
+            generation,
+            format!("acc-{generation}"),
+            self.token_ttl,
+            false,
+            now,
+        ));
         *self.current.lock().unwrap() = Some(t.clone());
         self.changes.send_replace(generation);
         t
@@ -121,7 +128,13 @@ fn forbidden() -> VaultError {
 }
 
 fn bad_request(msg: &str) -> VaultError {
-    VaultError::Status { method: reqwest::Method::PUT, path: "sys/leases/renew".into(), status: 400, errors: vec![msg.into()], retry_after: None }
+    VaultError::Status {
+        method: reqwest::Method::PUT,
+        path: "sys/leases/renew".into(),
+        status: 400,
+        errors: vec![msg.into()],
+        retry_after: None,
+    }
 }
 
 fn envelope(v: Value) -> Envelope {
@@ -157,19 +170,36 @@ impl Backend for FakeVault {
         let n = log.reads;
         let id = format!("{path}/lease{n}");
         let username = format!("v-app-{n}");
-        log.leases.insert(id.clone(), FakeLease { username: username.clone(), token_gen: g, issued_at: now, expires_at: now + self.ttl, revoked_at: None });
+        log.leases.insert(
+            id.clone(),
+            FakeLease {
+                username: username.clone(),
+                token_gen: g,
+                issued_at: now,
+                expires_at: now + self.ttl,
+                revoked_at: None,
+            },
+        );
         Ok(envelope(json!({
             "lease_id": id, "renewable": true, "lease_duration": self.ttl.as_secs(),
             "data": {"username": username, "password": format!("pw-{n}")}
         })))
     }
 
-    async fn renew_lease(&self, token: &SecretValue, lease_id: &str, increment: Duration) -> Result<Envelope, VaultError> {
+    async fn renew_lease(
+        &self,
+        token: &SecretValue,
+        lease_id: &str,
+        increment: Duration,
+    ) -> Result<Envelope, VaultError> {
         self.check_token(token)?;
         let now = Instant::now();
         let mut log = self.log.lock().unwrap();
         log.renewals += 1;
-        let lease = log.leases.get_mut(lease_id).ok_or_else(|| bad_request("lease not found"))?;
+        let lease = log
+            .leases
+            .get_mut(lease_id)
+            .ok_or_else(|| bad_request("lease not found"))?;
         if !lease.alive(now) {
             return Err(bad_request("lease not found"));
         }
@@ -179,7 +209,9 @@ impl Backend for FakeVault {
         }
         let granted = increment.min(max_end - now);
         lease.expires_at = now + granted;
-        Ok(envelope(json!({"lease_id": lease_id, "renewable": true, "lease_duration": granted.as_secs()})))
+        Ok(envelope(
+            json!({"lease_id": lease_id, "renewable": true, "lease_duration": granted.as_secs()}),
+        ))
     }
 
     async fn revoke_lease(&self, token: &SecretValue, lease_id: &str) -> Result<(), VaultError> {
@@ -224,15 +256,32 @@ fn start(vault: Arc<FakeVault>, rotate_every: Option<Duration>, grace: Duration)
         rotate_every,
         revoke_grace: grace,
         refresh_every: S(300),
+        hooks: vec![],
     };
-    let state = State::new(vec![SecretInfo { name: "db".into(), path: cfg.path.clone(), kind: SecretKind::Dynamic }]);
+    let state = State::new(vec![SecretInfo {
+        name: "db".into(),
+        path: cfg.path.clone(),
+        kind: SecretKind::Dynamic,
+    }]);
     let sink = FileSink::new(file.clone(), 0o400, None).unwrap();
     let (stop, rx) = watch::channel(false);
-    let control = Control { rotate: Arc::new(Notify::new()), shutdown: rx };
-    let backoff = Backoff { min: S(1), max: S(60) };
+    let control = Control {
+        rotate: Arc::new(Notify::new()),
+        shutdown: rx,
+    };
+    let backoff = Backoff {
+        min: S(1),
+        max: S(60),
+    };
     let worker = Worker::new(cfg, vault.clone(), sink, state, control, backoff, false);
     let task = tokio::spawn(worker.run());
-    Run { vault, file, stop, task, _dir: dir }
+    Run {
+        vault,
+        file,
+        stop,
+        task,
+        _dir: dir,
+    }
 }
 
 fn file_username(path: &Path) -> Option<String> {
@@ -251,13 +300,27 @@ async fn watch_file(run: &Run, total: Duration) -> HashMap<String, (Instant, Ins
         let now = Instant::now();
         run.vault.reap(now);
         let Some(user) = file_username(&run.file) else {
-            assert!(now - start < S(2), "no credential written after {:?}", now - start);
+            assert!(
+                now - start < S(2),
+                "no credential written after {:?}",
+                now - start
+            );
             continue;
         };
         let log = run.vault.log.lock().unwrap();
-        let lease = log.leases.values().find(|l| l.username == user).expect("file holds an issued credential");
-        assert!(lease.alive(now), "at {:?} the file holds {user}, which Vault no longer honours: {lease:?}", now - start);
-        seen.entry(user).and_modify(|e| e.1 = now).or_insert((now, now));
+        let lease = log
+            .leases
+            .values()
+            .find(|l| l.username == user)
+            .expect("file holds an issued credential");
+        assert!(
+            lease.alive(now),
+            "at {:?} the file holds {user}, which Vault no longer honours: {lease:?}",
+            now - start
+        );
+        seen.entry(user)
+            .and_modify(|e| e.1 = now)
+            .or_insert((now, now));
     }
     seen
 }
@@ -280,14 +343,22 @@ async fn capped_leases_are_replaced_before_max_ttl_and_revoked_after_grace() {
     assert!((11..=17).contains(&log.reads), "reads: {}", log.reads);
     assert!(seen.len() as u32 >= log.reads - 1);
     // Renewals: one or two per credential, no storm.
-    assert!(log.renewals <= log.reads * 4, "renewals: {} for {} credentials", log.renewals, log.reads);
+    assert!(
+        log.renewals <= log.reads * 4,
+        "renewals: {} for {} credentials",
+        log.renewals,
+        log.reads
+    );
     // Every replaced credential was revoked about one grace after its successor appeared.
     let mut checked = 0;
     for (user, (_, last_seen)) in &seen {
         let lease = log.leases.values().find(|l| &l.username == user).unwrap();
         if let Some(revoked) = lease.revoked_at {
             let after = revoked - *last_seen;
-            assert!(after >= S(9) && after <= S(11), "{user} revoked {after:?} after it left the file");
+            assert!(
+                after >= S(9) && after <= S(11),
+                "{user} revoked {after:?} after it left the file"
+            );
             checked += 1;
         }
     }
@@ -302,9 +373,15 @@ async fn rotate_every_issues_on_cadence() {
     let log = stop(run).await;
     assert_eq!(log.reads, 6, "one at start and one every 120 s");
     assert_eq!(seen.len(), 6);
-    assert_eq!(log.renewals, 0, "a one-hour lease needs no renewal inside two minutes");
+    assert_eq!(
+        log.renewals, 0,
+        "a one-hour lease needs no renewal inside two minutes"
+    );
     // The one replaced at 600 s is still in its 30 s grace when the test stops.
-    assert_eq!(log.revokes, 4, "each replaced credential revoked after its grace");
+    assert_eq!(
+        log.revokes, 4,
+        "each replaced credential revoked after its grace"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -315,7 +392,16 @@ async fn leases_are_replaced_before_their_token_ends() {
     let run = start(vault, None, S(5));
     watch_file(&run, S(600)).await;
     let log = stop(run).await;
-    assert!(log.logins >= 6 && log.logins <= 12, "logins: {}", log.logins);
+    assert!(
+        log.logins >= 6 && log.logins <= 12,
+        "logins: {}",
+        log.logins
+    );
     // One credential per token lifetime, not more: re-login alone does not mint users.
-    assert!(log.reads <= log.logins + 1, "reads {} > logins {} + 1", log.reads, log.logins);
+    assert!(
+        log.reads <= log.logins + 1,
+        "reads {} > logins {} + 1",
+        log.reads,
+        log.logins
+    );
 }

@@ -192,7 +192,10 @@ impl Policy {
             }
             _ => {}
         }
-        Ok(Policy { raw: raw.to_string(), paths })
+        Ok(Policy {
+            raw: raw.to_string(),
+            paths,
+        })
     }
 }
 
@@ -205,7 +208,10 @@ fn capabilities_of(path: &str, body: &Value) -> Result<u16, PolicyError> {
             "write" => cap::CREATE | cap::READ | cap::UPDATE | cap::DELETE | cap::LIST,
             "sudo" => cap::CREATE | cap::READ | cap::UPDATE | cap::DELETE | cap::LIST | cap::SUDO,
             other => {
-                return Err(PolicyError::Legacy { path: path.into(), policy: other.into() })
+                return Err(PolicyError::Legacy {
+                    path: path.into(),
+                    policy: other.into(),
+                })
             }
         };
     }
@@ -223,7 +229,12 @@ fn capabilities_of(path: &str, body: &Value) -> Result<u16, PolicyError> {
                 "patch" => cap::PATCH,
                 "subscribe" => cap::SUBSCRIBE,
                 "recover" => 0,
-                _ => return Err(PolicyError::Capability { path: path.into(), cap: name.into() }),
+                _ => {
+                    return Err(PolicyError::Capability {
+                        path: path.into(),
+                        cap: name.into(),
+                    })
+                }
             };
         }
     }
@@ -255,7 +266,10 @@ fn merge(map: &mut BTreeMap<String, u16>, key: &str, bits: u16) {
 impl Acl {
     /// Builds an ACL from policies; `root` short-circuits everything.
     pub fn new<'a>(policies: impl IntoIterator<Item = &'a Policy>, root: bool) -> Acl {
-        let mut acl = Acl { root, ..Default::default() };
+        let mut acl = Acl {
+            root,
+            ..Default::default()
+        };
         for p in policies {
             for (path, bits) in &p.paths {
                 if path.contains('+') {
@@ -273,7 +287,7 @@ impl Acl {
     /// Capability bits granted on `path` (list paths carry their trailing `/`).
     pub fn capabilities(&self, path: &str, op: Op) -> u16 {
         if self.root {
-            return 0xFFFF & !cap::DENY;
+            return !cap::DENY;
         }
         if let Some(b) = self.exact.get(path) {
             return *b;
@@ -301,11 +315,12 @@ impl Acl {
             return true;
         }
         let grants = |b: &u16| *b & cap::DENY == 0 && *b != 0;
-        self.exact.iter().any(|(p, b)| p.starts_with(prefix) && grants(b))
-            || self
-                .prefix
-                .iter()
-                .any(|(p, b)| (p.starts_with(prefix) || prefix.starts_with(p.as_str())) && grants(b))
+        self.exact
+            .iter()
+            .any(|(p, b)| p.starts_with(prefix) && grants(b))
+            || self.prefix.iter().any(|(p, b)| {
+                (p.starts_with(prefix) || prefix.starts_with(p.as_str())) && grants(b)
+            })
             || self.segment.iter().any(|(_, b)| grants(b))
     }
 
@@ -339,7 +354,10 @@ impl Acl {
                 });
             }
         }
-        candidates.into_iter().max_by(|a, b| a.cmp_priority(b)).map(|c| c.bits)
+        candidates
+            .into_iter()
+            .max_by(|a, b| a.cmp_priority(b))
+            .map(|c| c.bits)
     }
 }
 
@@ -502,7 +520,9 @@ mod hcl {
                         i += 1
                     }
                     let s: String = chars[start..i].iter().collect();
-                    out.push(Tok::Num(s.parse().map_err(|_| format!("bad number {s:?}"))?));
+                    out.push(Tok::Num(
+                        s.parse().map_err(|_| format!("bad number {s:?}"))?,
+                    ));
                 }
                 c if c.is_alphabetic() || c == '_' => {
                     let start = i;
@@ -584,7 +604,9 @@ mod hcl {
                             }
                         }
                     }
-                    other => return Err(format!("expected = or block after {key:?}, got {other:?}")),
+                    other => {
+                        return Err(format!("expected = or block after {key:?}, got {other:?}"))
+                    }
                 }
             }
         }
@@ -636,8 +658,7 @@ mod tests {
 
     #[test]
     fn parses_and_matches_globs() {
-        let a = acl(
-            r#"
+        let a = acl(r#"
             # comment
             path "secret/data/*" { capabilities = ["read", "list"] }
             path "database/creds/app" {
@@ -645,8 +666,7 @@ mod tests {
             }
             path "secret/data/private/*" { capabilities = ["deny"] }
             path "kv/+/foo" { capabilities = ["update"] }
-            "#,
-        );
+            "#);
         assert!(a.allowed("secret/data/x", Op::Read));
         assert!(!a.allowed("secret/data/x", Op::Update));
         assert!(!a.allowed("secret/data/private/x", Op::Read));

@@ -103,8 +103,15 @@ pub fn go_json<T: Serialize>(v: &T) -> Vec<u8> {
             b'<' => out.extend_from_slice(b"\\u003c"),
             b'>' => out.extend_from_slice(b"\\u003e"),
             b'&' => out.extend_from_slice(b"\\u0026"),
-            0xE2 if i + 2 < raw.len() && raw[i + 1] == 0x80 && (raw[i + 2] == 0xA8 || raw[i + 2] == 0xA9) => {
-                out.extend_from_slice(if raw[i + 2] == 0xA8 { b"\\u2028" } else { b"\\u2029" });
+            0xE2 if i + 2 < raw.len()
+                && raw[i + 1] == 0x80
+                && (raw[i + 2] == 0xA8 || raw[i + 2] == 0xA9) =>
+            {
+                out.extend_from_slice(if raw[i + 2] == 0xA8 {
+                    b"\\u2028"
+                } else {
+                    b"\\u2029"
+                });
                 i += 2;
             }
             _ => out.push(b),
@@ -183,7 +190,10 @@ mod tests {
             multierror(&["permission denied", "invalid token"]),
             "2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"
         );
-        assert_eq!(multierror(&["permission denied"]), "1 error occurred:\n\t* permission denied\n\n");
+        assert_eq!(
+            multierror(&["permission denied"]),
+            "1 error occurred:\n\t* permission denied\n\n"
+        );
     }
 
     #[test]
@@ -191,6 +201,9 @@ mod tests {
         let mut r = HttpResponse::empty("id".into(), Flavor::OpenBao, "");
         r.data = Some(json!({"z": 1, "a": 2}));
         let s = String::from_utf8(inject_top_level(&r)).unwrap();
-        assert!(s.starts_with("{\"a\":2,\"z\":1,\"request_id\":\"id\""), "{s}");
+        assert!(
+            s.starts_with("{\"a\":2,\"z\":1,\"request_id\":\"id\""),
+            "{s}"
+        );
     }
 }

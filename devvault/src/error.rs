@@ -24,7 +24,11 @@ pub type ApiResult<T> = Result<T, ApiError>;
 impl ApiError {
     /// An error with one bare message (a backend `logical.ErrorResponse`).
     pub fn new(status: u16, msg: impl Into<String>) -> Self {
-        ApiError { status, errors: vec![msg.into()], data: None }
+        ApiError {
+            status,
+            errors: vec![msg.into()],
+            data: None,
+        }
     }
 
     /// 400 with a bare message.
@@ -34,12 +38,20 @@ impl ApiError {
 
     /// 404 `{"errors":[]}`: nothing at this path.
     pub fn not_found() -> Self {
-        ApiError { status: 404, errors: Vec::new(), data: None }
+        ApiError {
+            status: 404,
+            errors: Vec::new(),
+            data: None,
+        }
     }
 
     /// 400 `{"errors":[]}`.
     pub fn bad_request_empty() -> Self {
-        ApiError { status: 400, errors: Vec::new(), data: None }
+        ApiError {
+            status: 400,
+            errors: Vec::new(),
+            data: None,
+        }
     }
 
     /// A plain Go error from the request pipeline, multierror-wrapped.
@@ -90,9 +102,15 @@ impl ApiError {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot bind {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot read TLS file {path}: {source}")]
-    TlsFile { path: String, source: std::io::Error },
+    TlsFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("no private key found in {0}")]
     NoKey(String),
     #[error("invalid TLS configuration: {0}")]

@@ -85,7 +85,15 @@ impl KvStore {
         let now = SystemTime::now();
         for (k, v) in std::mem::take(&mut self.v1) {
             let mut s = Secret::new(now);
-            s.versions.insert(1, Version { data: Some(v), created_time: now, deletion_time: None, destroyed: false });
+            s.versions.insert(
+                1,
+                Version {
+                    data: Some(v),
+                    created_time: now,
+                    deletion_time: None,
+                    destroyed: false,
+                },
+            );
             s.current_version = 1;
             s.oldest_version = 1;
             self.v2.insert(k, s);
@@ -99,7 +107,9 @@ impl KvStore {
 pub fn exists(core: &Core, path: &str) -> Option<bool> {
     let mount = core.find_mount(path)?;
     let e = core.mounts.get(&mount)?;
-    let Backend::Kv(kv) = &e.backend else { return None };
+    let Backend::Kv(kv) = &e.backend else {
+        return None;
+    };
     let sub = path.get(mount.len()..).unwrap_or("");
     if kv.version == 1 {
         return Some(kv.v1.contains_key(sub));
@@ -139,9 +149,13 @@ fn keys_reply(keys: Vec<String>) -> ApiResult<Reply> {
 
 /// Dispatches a request under a KV mount.
 pub fn handle(core: &mut Core, req: &mut Req, mount: &str, sub: &str) -> ApiResult<Reply> {
-    let Some(entry) = core.mounts.get_mut(mount) else { return Err(ApiError::unsupported_path()) };
+    let Some(entry) = core.mounts.get_mut(mount) else {
+        return Err(ApiError::unsupported_path());
+    };
     let default_ttl = entry.default_ttl();
-    let Backend::Kv(kv) = &mut entry.backend else { return Err(ApiError::unsupported_path()) };
+    let Backend::Kv(kv) = &mut entry.backend else {
+        return Err(ApiError::unsupported_path());
+    };
     if kv.version == 1 {
         v1(kv, req, sub, default_ttl)
     } else {
@@ -237,8 +251,12 @@ fn config(kv: &mut KvStore, req: &Req) -> ApiResult<Reply> {
 }
 
 fn cas_of(req: &Req) -> ApiResult<Option<u64>> {
-    let Some(opts) = req.data.get("options") else { return Ok(None) };
-    let Some(cas) = opts.get("cas") else { return Ok(None) };
+    let Some(opts) = req.data.get("options") else {
+        return Ok(None);
+    };
+    let Some(cas) = opts.get("cas") else {
+        return Ok(None);
+    };
     if cas.is_null() {
         return Ok(None);
     }
@@ -256,7 +274,11 @@ fn data(kv: &mut KvStore, req: &Req, key: &str) -> ApiResult<Reply> {
                 Some(v) => util::parse_int(v).map_err(ApiError::bad_request)?,
                 None => 0,
             };
-            let n = if want > 0 { want as u64 } else { s.current_version };
+            let n = if want > 0 {
+                want as u64
+            } else {
+                s.current_version
+            };
             let v = s.versions.get(&n).ok_or_else(ApiError::not_found)?;
             let deleted = v.deletion_time.is_some_and(|t| t <= now);
             let body = json!({
@@ -298,10 +320,16 @@ fn write(kv: &mut KvStore, req: &Req, key: &str, now: SystemTime) -> ApiResult<R
     let mount_dva = kv.delete_version_after;
     if patch {
         let Some(s) = kv.v2.get(key) else {
-            return Ok(Reply::Raw { status: 404, body: Vec::new() });
+            return Ok(Reply::Raw {
+                status: 404,
+                body: Vec::new(),
+            });
         };
         let Some(cur) = s.versions.get(&s.current_version) else {
-            return Ok(Reply::Raw { status: 404, body: Vec::new() });
+            return Ok(Reply::Raw {
+                status: 404,
+                body: Vec::new(),
+            });
         };
         if cur.destroyed || cur.deletion_time.is_some_and(|t| t <= now) {
             let mut l = Logical::data(version_metadata(s, s.current_version, cur));
@@ -309,13 +337,20 @@ fn write(kv: &mut KvStore, req: &Req, key: &str, now: SystemTime) -> ApiResult<R
             return Ok(Reply::Logical(l));
         }
     }
-    let s = kv.v2.entry(key.to_string()).or_insert_with(|| Secret::new(now));
+    let s = kv
+        .v2
+        .entry(key.to_string())
+        .or_insert_with(|| Secret::new(now));
     if (mount_cas || s.cas_required) && cas.is_none() {
-        return Err(ApiError::bad_request("check-and-set parameter required for this call"));
+        return Err(ApiError::bad_request(
+            "check-and-set parameter required for this call",
+        ));
     }
     if let Some(c) = cas {
         if c != s.current_version {
-            return Err(ApiError::bad_request("check-and-set parameter did not match the current version"));
+            return Err(ApiError::bad_request(
+                "check-and-set parameter did not match the current version",
+            ));
         }
     }
     let merged = if patch {
@@ -336,7 +371,11 @@ fn write(kv: &mut KvStore, req: &Req, key: &str, now: SystemTime) -> ApiResult<R
         new_data
     };
     let n = s.current_version + 1;
-    let dva = if s.delete_version_after.is_zero() { mount_dva } else { s.delete_version_after };
+    let dva = if s.delete_version_after.is_zero() {
+        mount_dva
+    } else {
+        s.delete_version_after
+    };
     s.versions.insert(
         n,
         Version {
@@ -348,14 +387,24 @@ fn write(kv: &mut KvStore, req: &Req, key: &str, now: SystemTime) -> ApiResult<R
     );
     s.current_version = n;
     s.updated_time = now;
-    let max = if s.max_versions > 0 { s.max_versions } else if mount_max > 0 { mount_max } else { 10 };
+    let max = if s.max_versions > 0 {
+        s.max_versions
+    } else if mount_max > 0 {
+        mount_max
+    } else {
+        10
+    };
     while s.versions.len() as u64 > max {
         if let Some(first) = s.versions.keys().next().copied() {
             s.versions.remove(&first);
         }
     }
     s.oldest_version = s.versions.keys().next().copied().unwrap_or(0);
-    let v = s.versions.get(&n).cloned().ok_or_else(|| ApiError::internal("version vanished"))?;
+    let v = s
+        .versions
+        .get(&n)
+        .cloned()
+        .ok_or_else(|| ApiError::internal("version vanished"))?;
     let mut meta = version_metadata(s, n, &v);
     if let Value::Object(m) = &mut meta {
         m.insert("version".into(), json!(n));
@@ -365,8 +414,15 @@ fn write(kv: &mut KvStore, req: &Req, key: &str, now: SystemTime) -> ApiResult<R
 
 fn versions_list(req: &Req) -> ApiResult<Vec<u64>> {
     let vs: Vec<u64> = match req.data.get("versions") {
-        Some(Value::Array(a)) => a.iter().filter_map(|v| util::parse_int(v).ok()).map(|n| n as u64).collect(),
-        Some(v @ Value::String(_)) => util::comma_list(v).iter().filter_map(|s| s.parse().ok()).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| util::parse_int(v).ok())
+            .map(|n| n as u64)
+            .collect(),
+        Some(v @ Value::String(_)) => util::comma_list(v)
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect(),
         Some(Value::Number(n)) => n.as_u64().into_iter().collect(),
         _ => Vec::new(),
     };
@@ -382,11 +438,17 @@ fn versions_op(kv: &mut KvStore, req: &Req, kind: &str, key: &str) -> ApiResult<
     }
     let now = SystemTime::now();
     let versions = versions_list(req)?;
-    let Some(s) = kv.v2.get_mut(key) else { return Ok(Reply::NoContent) };
+    let Some(s) = kv.v2.get_mut(key) else {
+        return Ok(Reply::NoContent);
+    };
     for n in versions {
-        let Some(v) = s.versions.get_mut(&n) else { continue };
+        let Some(v) = s.versions.get_mut(&n) else {
+            continue;
+        };
         match kind {
-            "delete" if !v.destroyed && v.deletion_time.is_none_or(|t| t > now) => v.deletion_time = Some(now),
+            "delete" if !v.destroyed && v.deletion_time.is_none_or(|t| t > now) => {
+                v.deletion_time = Some(now)
+            }
             "undelete" if !v.destroyed => v.deletion_time = None,
             "destroy" => {
                 v.destroyed = true;
@@ -432,7 +494,10 @@ fn metadata(kv: &mut KvStore, req: &Req, key: &str) -> ApiResult<Reply> {
             }))))
         }
         Op::Update | Op::Create | Op::Patch => {
-            let s = kv.v2.entry(key.to_string()).or_insert_with(|| Secret::new(now));
+            let s = kv
+                .v2
+                .entry(key.to_string())
+                .or_insert_with(|| Secret::new(now));
             if let Some(v) = req.data.get("max_versions") {
                 s.max_versions = util::parse_int(v).map_err(ApiError::bad_request)?.max(0) as u64;
             }
@@ -445,7 +510,14 @@ fn metadata(kv: &mut KvStore, req: &Req, key: &str) -> ApiResult<Reply> {
             if let Some(Value::Object(m)) = req.data.get("custom_metadata") {
                 s.custom_metadata = Some(
                     m.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                v.as_str()
+                                    .map(str::to_string)
+                                    .unwrap_or_else(|| v.to_string()),
+                            )
+                        })
                         .collect(),
                 );
             }
@@ -464,14 +536,23 @@ fn subkeys(kv: &mut KvStore, req: &Req, key: &str) -> ApiResult<Reply> {
         return Err(ApiError::unsupported_operation());
     }
     let s = kv.v2.get(key).ok_or_else(ApiError::not_found)?;
-    let v = s.versions.get(&s.current_version).ok_or_else(ApiError::not_found)?;
+    let v = s
+        .versions
+        .get(&s.current_version)
+        .ok_or_else(ApiError::not_found)?;
     fn strip(v: &Value) -> Value {
         match v {
-            Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), strip(v))).collect()),
+            Value::Object(m) => {
+                Value::Object(m.iter().map(|(k, v)| (k.clone(), strip(v))).collect())
+            }
             _ => Value::Null,
         }
     }
-    let sub = v.data.as_ref().map(|d| strip(&Value::Object(d.clone()))).unwrap_or(Value::Null);
+    let sub = v
+        .data
+        .as_ref()
+        .map(|d| strip(&Value::Object(d.clone())))
+        .unwrap_or(Value::Null);
     Ok(Reply::Logical(Logical::data(json!({
         "metadata": version_metadata(s, s.current_version, v),
         "subkeys": sub,

@@ -108,7 +108,10 @@ pub struct LeaseStore {
 
 impl LeaseStore {
     pub fn insert(&mut self, l: Lease) {
-        self.by_token.entry(l.token.clone()).or_default().insert(l.id.clone());
+        self.by_token
+            .entry(l.token.clone())
+            .or_default()
+            .insert(l.id.clone());
         self.by_id.insert(l.id.clone(), l);
     }
 
@@ -125,7 +128,10 @@ impl LeaseStore {
     }
 
     pub fn ids_for_token(&self, token: &str) -> Vec<String> {
-        self.by_token.get(token).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        self.by_token
+            .get(token)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Forgets the lease and returns the revocation work for it.
@@ -137,11 +143,19 @@ impl LeaseStore {
                 self.by_token.remove(&l.token);
             }
         }
-        Some(Job::RevokeDb { lease_id: l.id, lease: l.db, attempt: 0 })
+        Some(Job::RevokeDb {
+            lease_id: l.id,
+            lease: l.db,
+            attempt: 0,
+        })
     }
 
     pub fn expired(&self, now: SystemTime) -> Vec<String> {
-        self.by_id.values().filter(|l| l.expire_time <= now).map(|l| l.id.clone()).collect()
+        self.by_id
+            .values()
+            .filter(|l| l.expire_time <= now)
+            .map(|l| l.id.clone())
+            .collect()
     }
 
     pub fn next_expiry(&self) -> Option<SystemTime> {
@@ -149,7 +163,11 @@ impl LeaseStore {
     }
 
     pub fn ids_with_prefix(&self, prefix: &str) -> Vec<String> {
-        self.by_id.keys().filter(|k| k.starts_with(prefix)).cloned().collect()
+        self.by_id
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
     }
 }
 
@@ -187,7 +205,11 @@ pub async fn handle(state: &Arc<State>, req: &mut Req, rest: &str) -> ApiResult<
             let sync = sync_flag(req)?;
             let job = state.core().leases.remove(&id);
             req.jobs.extend(job);
-            Ok(if sync { Reply::NoContent } else { Reply::Accepted })
+            Ok(if sync {
+                Reply::NoContent
+            } else {
+                Reply::Accepted
+            })
         }
         "revoke-prefix" | "revoke-force" if write => {
             let prefix = tail.trim_start_matches('/').to_string();
@@ -198,12 +220,19 @@ pub async fn handle(state: &Arc<State>, req: &mut Req, rest: &str) -> ApiResult<
                     req.jobs.push(j);
                 }
             }
-            Ok(if sync || verb == "revoke-force" { Reply::NoContent } else { Reply::Accepted })
+            Ok(if sync || verb == "revoke-force" {
+                Reply::NoContent
+            } else {
+                Reply::Accepted
+            })
         }
         "lookup" if write => {
             let id = lease_id_of(req, "");
             let core = state.core();
-            let l = core.leases.get(&id).ok_or_else(|| ApiError::bad_request("invalid lease"))?;
+            let l = core
+                .leases
+                .get(&id)
+                .ok_or_else(|| ApiError::bad_request("invalid lease"))?;
             Ok(Reply::Logical(Logical::data(lookup_data(l))))
         }
         "lookup" if req.op == Op::List => {
@@ -248,15 +277,24 @@ fn sync_flag(req: &Req) -> ApiResult<bool> {
 fn lookup_data(l: &Lease) -> Value {
     let now = SystemTime::now();
     let mut m = Map::new();
-    m.insert("expire_time".into(), json!(util::rfc3339_nano(l.expire_time)));
+    m.insert(
+        "expire_time".into(),
+        json!(util::rfc3339_nano(l.expire_time)),
+    );
     m.insert("id".into(), json!(l.id));
     m.insert("issue_time".into(), json!(util::rfc3339_nano(l.issue_time)));
     m.insert(
         "last_renewal".into(),
-        l.last_renewal.map(|t| json!(util::rfc3339_nano(t))).unwrap_or(Value::Null),
+        l.last_renewal
+            .map(|t| json!(util::rfc3339_nano(t)))
+            .unwrap_or(Value::Null),
     );
     m.insert("renewable".into(), json!(l.renewable));
-    let ttl = l.expire_time.duration_since(now).map(|d| d.as_secs_f64().round() as i64).unwrap_or(0);
+    let ttl = l
+        .expire_time
+        .duration_since(now)
+        .map(|d| d.as_secs_f64().round() as i64)
+        .unwrap_or(0);
     m.insert("ttl".into(), json!(ttl));
     Value::Object(m)
 }
@@ -268,12 +306,17 @@ pub async fn renew(state: &Arc<State>, id: &str, increment: Duration) -> ApiResu
         return Err(ApiError::bad_request("lease_id must be specified"));
     }
     if id.starts_with("auth/") {
-        return Err(ApiError::bad_request("tokens cannot be renewed through this endpoint"));
+        return Err(ApiError::bad_request(
+            "tokens cannot be renewed through this endpoint",
+        ));
     }
     let now = SystemTime::now();
     let (db, ttl, warnings) = {
         let core = state.core();
-        let l = core.leases.get(id).ok_or_else(|| ApiError::bad_request("lease not found"))?;
+        let l = core
+            .leases
+            .get(id)
+            .ok_or_else(|| ApiError::bad_request("lease not found"))?;
         if l.expire_time <= now {
             return Err(ApiError::bad_request("lease expired"));
         }
@@ -291,9 +334,10 @@ pub async fn renew(state: &Arc<State>, id: &str, increment: Duration) -> ApiResu
                 l.db.role
             )));
         };
-        let (sys_default, sys_max) = mount
-            .map(|m| (m.default_ttl(), m.max_ttl()))
-            .unwrap_or((crate::state::SYSTEM_DEFAULT_TTL, crate::state::SYSTEM_MAX_TTL));
+        let (sys_default, sys_max) = mount.map(|m| (m.default_ttl(), m.max_ttl())).unwrap_or((
+            crate::state::SYSTEM_DEFAULT_TTL,
+            crate::state::SYSTEM_MAX_TTL,
+        ));
         let (ttl, warnings) = calculate_ttl(
             &TtlInput {
                 sys_default,
@@ -315,21 +359,27 @@ pub async fn renew(state: &Arc<State>, id: &str, increment: Duration) -> ApiResu
     database::renew_user(state, &db, now + ttl + Duration::from_secs(5))
         .await
         .map_err(|e| {
-            ApiError::internal(&format!("failed to renew entry: resp: (*logical.Response)(nil) err: {e}"))
+            ApiError::internal(&format!(
+                "failed to renew entry: resp: (*logical.Response)(nil) err: {e}"
+            ))
         })?;
     {
         let mut core = state.core();
-        let l = core.leases.get_mut(id).ok_or_else(|| ApiError::bad_request("lease not found"))?;
+        let l = core
+            .leases
+            .get_mut(id)
+            .ok_or_else(|| ApiError::bad_request("lease not found"))?;
         l.expire_time = now + ttl;
         l.last_renewal = Some(now);
     }
     state.wake.notify_one();
-    let mut out = Logical::default();
-    out.lease_id = id.to_string();
-    out.renewable = true;
-    out.lease_duration = util::secs(ttl);
-    out.warnings = warnings;
-    Ok(Reply::Logical(out))
+    Ok(Reply::Logical(Logical {
+        lease_id: id.to_string(),
+        renewable: true,
+        lease_duration: util::secs(ttl),
+        warnings,
+        ..Default::default()
+    }))
 }
 
 #[cfg(test)]

@@ -61,11 +61,16 @@ pub struct Logical {
 
 impl Logical {
     pub fn data(v: Value) -> Logical {
-        Logical { data: Some(v), ..Default::default() }
+        Logical {
+            data: Some(v),
+            ..Default::default()
+        }
     }
 }
 
 /// What a handler answers.
+// One short-lived value per request; boxing the big variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Reply {
     /// 204, empty body.
@@ -91,7 +96,11 @@ pub struct HttpOut {
 
 impl HttpOut {
     pub fn error(e: &ApiError) -> HttpOut {
-        HttpOut { status: e.status, headers: Vec::new(), body: envelope::error_body(&e.errors, e.data.as_ref()) }
+        HttpOut {
+            status: e.status,
+            headers: Vec::new(),
+            body: envelope::error_body(&e.errors, e.data.as_ref()),
+        }
     }
 }
 
@@ -106,7 +115,9 @@ fn unauthenticated(path: &str) -> bool {
 
 /// `auth/<mount>/login` (and `login/<x>`).
 pub fn is_login(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix("auth/") else { return false };
+    let Some(rest) = path.strip_prefix("auth/") else {
+        return false;
+    };
     let parts: Vec<&str> = rest.split('/').collect();
     parts.len() >= 2 && parts[1] == "login" && parts[0] != "token"
 }
@@ -142,13 +153,20 @@ fn percent_decode_with(s: &str, plus_is_space: bool) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            if let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 out.push(v);
                 i += 3;
                 continue;
             }
         }
-        out.push(if plus_is_space && b[i] == b'+' { b' ' } else { b[i] });
+        out.push(if plus_is_space && b[i] == b'+' {
+            b' '
+        } else {
+            b[i]
+        });
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -179,7 +197,10 @@ fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Map<String, Value>> 
         && !matches!(trimmed.first(), Some(b'{') | Some(b'['))
     {
         let s = String::from_utf8_lossy(trimmed);
-        return Ok(parse_query(&s).into_iter().map(|(k, v)| (k, Value::String(v))).collect());
+        return Ok(parse_query(&s)
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect());
     }
     match serde_json::from_slice::<Value>(trimmed) {
         Ok(Value::Object(m)) => Ok(m),
@@ -189,7 +210,9 @@ fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Map<String, Value>> 
 }
 
 fn parse_wrap_ttl(h: &HeaderMap) -> ApiResult<Option<Duration>> {
-    let Some(v) = header(h, "x-vault-wrap-ttl") else { return Ok(None) };
+    let Some(v) = header(h, "x-vault-wrap-ttl") else {
+        return Ok(None);
+    };
     let v = v.trim();
     if v.is_empty() {
         return Ok(None);
@@ -199,8 +222,9 @@ fn parse_wrap_ttl(h: &HeaderMap) -> ApiResult<Option<Duration>> {
             "error parsing X-Vault-Wrap-TTL header: requested wrap ttl cannot be negative",
         ));
     }
-    let d = util::parse_duration_str(v)
-        .map_err(|e| ApiError::bad_request(format!("error parsing X-Vault-Wrap-TTL header: {e}")))?;
+    let d = util::parse_duration_str(v).map_err(|e| {
+        ApiError::bad_request(format!("error parsing X-Vault-Wrap-TTL header: {e}"))
+    })?;
     Ok(if d.is_zero() { None } else { Some(d) })
 }
 
@@ -214,7 +238,17 @@ pub async fn handle_v1(
     body: &[u8],
 ) -> HttpOut {
     let request_id = util::uuid();
-    match dispatch(state, method, logical_path, query, headers, body, &request_id).await {
+    match dispatch(
+        state,
+        method,
+        logical_path,
+        query,
+        headers,
+        body,
+        &request_id,
+    )
+    .await
+    {
         Ok((reply, mount_type, path)) => render(state, reply, &request_id, &mount_type, &path),
         Err(e) => HttpOut::error(&e),
     }
@@ -232,7 +266,10 @@ async fn dispatch(
 ) -> ApiResult<(Reply, String, String)> {
     let query = parse_query(query);
     let content_type = header(headers, "content-type").unwrap_or("").to_string();
-    let list_param = query.get("list").map(|v| util::parse_bool_str(v).unwrap_or(false)).unwrap_or(false);
+    let list_param = query
+        .get("list")
+        .map(|v| util::parse_bool_str(v).unwrap_or(false))
+        .unwrap_or(false);
     let op = match method {
         "GET" if list_param => Op::List,
         "GET" | "HEAD" => Op::Read,
@@ -240,7 +277,13 @@ async fn dispatch(
         "POST" | "PUT" => Op::Update,
         "DELETE" => Op::Delete,
         "PATCH" => Op::Patch,
-        _ => return Err(ApiError { status: 405, errors: Vec::new(), data: None }),
+        _ => {
+            return Err(ApiError {
+                status: 405,
+                errors: Vec::new(),
+                data: None,
+            })
+        }
     };
     let mut path = percent_decode_with(logical_path, false);
     if op == Op::List && !path.ends_with('/') {
@@ -262,7 +305,6 @@ async fn dispatch(
             data.insert(k.clone(), Value::String(v.clone()));
         }
     }
-    let wrap_ttl = parse_wrap_ttl(headers)?;
     let mut req = Req {
         request_id: request_id.to_string(),
         op,
@@ -270,7 +312,7 @@ async fn dispatch(
         data,
         raw_token: token_of(headers),
         caller: None,
-        wrap_ttl,
+        wrap_ttl: None,
         is_head: method == "HEAD",
         query,
         content_type,
@@ -278,15 +320,23 @@ async fn dispatch(
     };
 
     // Health and seal status answer even while sealed.
-    if matches!(path.as_str(), "sys/health" | "sys/seal-status" | "sys/leader" | "sys/init") {
+    if matches!(
+        path.as_str(),
+        "sys/health" | "sys/seal-status" | "sys/leader" | "sys/init"
+    ) {
         let reply = sys::handle_unsealed_free(state, &mut req)?;
         return Ok((reply, "system".into(), path));
     }
     if state.core().sealed {
         return Err(ApiError::sealed());
     }
+    req.wrap_ttl = parse_wrap_ttl(headers)?;
     if req.is_head {
-        return Err(ApiError { status: 405, errors: Vec::new(), data: None });
+        return Err(ApiError {
+            status: 405,
+            errors: Vec::new(),
+            data: None,
+        });
     }
 
     let exhausted = authorize(state, &mut req)?;
@@ -322,15 +372,36 @@ fn authorize(state: &Arc<State>, req: &mut Req) -> ApiResult<Option<String>> {
     // A response-wrapping token may only unwrap / look itself up.
     if let Some(t) = &token {
         if core.wraps.contains(t) {
-            return if matches!(req.path.as_str(), "sys/wrapping/unwrap" | "sys/wrapping/lookup") {
+            return if matches!(
+                req.path.as_str(),
+                "sys/wrapping/unwrap" | "sys/wrapping/lookup"
+            ) {
                 Ok(None)
             } else {
                 Err(ApiError::permission_denied())
             };
         }
     }
+    // Unwrapping with the wrapping token in the header: the handler itself
+    // answers 400 for a used, expired or unknown wrapping token.
+    let body_token = req
+        .data
+        .get("token")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty());
+    if matches!(
+        req.path.as_str(),
+        "sys/wrapping/unwrap" | "sys/wrapping/lookup"
+    ) && !body_token
+    {
+        return Ok(None);
+    }
     let Some(t) = token else {
-        return if public { Ok(None) } else { Err(ApiError::permission_denied()) };
+        return if public {
+            Ok(None)
+        } else {
+            Err(ApiError::permission_denied())
+        };
     };
     let entry = match core.tokens.live(&t, now) {
         Some(e) => e.clone(),
@@ -385,7 +456,10 @@ fn mount_type_of(state: &Arc<State>, path: &str) -> String {
 }
 
 fn no_route(path: &str) -> ApiError {
-    ApiError::new(404, format!("no handler for route {path:?}. route entry not found."))
+    ApiError::new(
+        404,
+        format!("no handler for route {path:?}. route entry not found."),
+    )
 }
 
 /// Sends the request to the engine owning its path.
@@ -398,7 +472,11 @@ async fn route(state: &Arc<State>, req: &mut Req) -> ApiResult<Reply> {
         let (mount, kind) = {
             let core = state.core();
             let m = core.find_auth_mount(rest).ok_or_else(|| no_route(&path))?;
-            let kind = core.auth_mounts.get(&m).map(|e| e.kind.clone()).unwrap_or_default();
+            let kind = core
+                .auth_mounts
+                .get(&m)
+                .map(|e| e.kind.clone())
+                .unwrap_or_default();
             (m, kind)
         };
         let sub = rest.get(mount.len()..).unwrap_or("").to_string();
@@ -414,7 +492,10 @@ async fn route(state: &Arc<State>, req: &mut Req) -> ApiResult<Reply> {
     let (mount, is_db) = {
         let core = state.core();
         let m = core.find_mount(&path).ok_or_else(|| no_route(&path))?;
-        let is_db = matches!(core.mounts.get(&m).map(|e| &e.backend), Some(Backend::Database(_)));
+        let is_db = matches!(
+            core.mounts.get(&m).map(|e| &e.backend),
+            Some(Backend::Database(_))
+        );
         (m, is_db)
     };
     let sub = path.get(mount.len()..).unwrap_or("").to_string();
@@ -432,12 +513,22 @@ fn envelope_of(l: &Logical, request_id: &str, flavor: Flavor, mount_type: &str) 
     r.renewable = l.renewable;
     r.lease_duration = l.lease_duration;
     r.data = l.data.clone();
-    r.warnings = if l.warnings.is_empty() { None } else { Some(l.warnings.clone()) };
+    r.warnings = if l.warnings.is_empty() {
+        None
+    } else {
+        Some(l.warnings.clone())
+    };
     r.auth = l.auth.clone();
     r
 }
 
-fn wrap_reply(state: &Arc<State>, req: &Req, l: &Logical, mount_type: &str, ttl: Duration) -> Reply {
+fn wrap_reply(
+    state: &Arc<State>,
+    req: &Req,
+    l: &Logical,
+    mount_type: &str,
+    ttl: Duration,
+) -> Reply {
     let body = serialize_logical(l, &req.request_id, state.flavor, mount_type);
     let wrapped_accessor = l
         .auth
@@ -454,7 +545,8 @@ fn wrap_reply(state: &Arc<State>, req: &Req, l: &Logical, mount_type: &str, ttl:
     let info = {
         let mut core = state.core();
         let prefix = core.flavor.token_prefix();
-        core.wraps.wrap(prefix, body, ttl, &req.path, wrapped_accessor)
+        core.wraps
+            .wrap(prefix, body, ttl, &req.path, wrapped_accessor)
     };
     state.wake.notify_one();
     Reply::Wrapped(info)
@@ -469,24 +561,54 @@ fn serialize_logical(l: &Logical, request_id: &str, flavor: Flavor, mount_type: 
     }
 }
 
-fn render(state: &Arc<State>, reply: Reply, request_id: &str, mount_type: &str, _path: &str) -> HttpOut {
+fn render(
+    state: &Arc<State>,
+    reply: Reply,
+    request_id: &str,
+    mount_type: &str,
+    _path: &str,
+) -> HttpOut {
     let flavor = state.flavor;
     match reply {
-        Reply::NoContent => HttpOut { status: 204, headers: Vec::new(), body: Vec::new() },
-        Reply::Accepted => HttpOut { status: 202, headers: Vec::new(), body: Vec::new() },
-        Reply::Raw { status, body } => HttpOut { status, headers: Vec::new(), body },
+        Reply::NoContent => HttpOut {
+            status: 204,
+            headers: Vec::new(),
+            body: Vec::new(),
+        },
+        Reply::Accepted => HttpOut {
+            status: 202,
+            headers: Vec::new(),
+            body: Vec::new(),
+        },
+        Reply::Raw { status, body } => HttpOut {
+            status,
+            headers: Vec::new(),
+            body,
+        },
         Reply::Wrapped(info) => {
             // Wrapped envelopes carry only wrap_info; request_id stays empty
             // (Vault's respondLogical does not set it on this branch).
             let mut r = HttpResponse::empty(String::new(), flavor, "");
             r.wrap_info = Some(info);
-            HttpOut { status: 200, headers: Vec::new(), body: envelope::go_json(&r) }
+            HttpOut {
+                status: 200,
+                headers: Vec::new(),
+                body: envelope::go_json(&r),
+            }
         }
         Reply::Unwrapped(body) => {
             if body.is_empty() {
-                HttpOut { status: 204, headers: Vec::new(), body }
+                HttpOut {
+                    status: 204,
+                    headers: Vec::new(),
+                    body,
+                }
             } else {
-                HttpOut { status: 200, headers: Vec::new(), body }
+                HttpOut {
+                    status: 200,
+                    headers: Vec::new(),
+                    body,
+                }
             }
         }
         Reply::Logical(l) => {
@@ -497,7 +619,11 @@ fn render(state: &Arc<State>, reply: Reply, request_id: &str, mount_type: &str, 
             if l.status.is_some() {
                 l.mount_type = None;
             }
-            HttpOut { status, headers: Vec::new(), body: serialize_logical(&l, request_id, flavor, mt) }
+            HttpOut {
+                status,
+                headers: Vec::new(),
+                body: serialize_logical(&l, request_id, flavor, mt),
+            }
         }
     }
 }

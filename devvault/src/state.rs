@@ -128,7 +128,11 @@ impl MountEntry {
 #[derive(Debug, Clone)]
 pub enum Job {
     /// Drop a dynamic database user whose lease ended.
-    RevokeDb { lease_id: String, lease: DbLease, attempt: u32 },
+    RevokeDb {
+        lease_id: String,
+        lease: DbLease,
+        attempt: u32,
+    },
     /// Rotate a static role's password.
     RotateStatic { mount: String, role: String },
 }
@@ -166,7 +170,12 @@ impl Core {
         mounts.insert("secret/".to_string(), secret);
         mounts.insert(
             "cubbyhole/".into(),
-            MountEntry::new("cubbyhole/", "cubbyhole", "per-token private secret storage", Backend::Cubbyhole),
+            MountEntry::new(
+                "cubbyhole/",
+                "cubbyhole",
+                "per-token private secret storage",
+                Backend::Cubbyhole,
+            ),
         );
         mounts.insert(
             "identity/".into(),
@@ -174,7 +183,12 @@ impl Core {
         );
         mounts.insert(
             "sys/".into(),
-            MountEntry::new("sys/", "system", "system endpoints used for control, policy and debugging", Backend::System),
+            MountEntry::new(
+                "sys/",
+                "system",
+                "system endpoints used for control, policy and debugging",
+                Backend::System,
+            ),
         );
         let mut auth_mounts = BTreeMap::new();
         auth_mounts.insert(
@@ -280,7 +294,10 @@ impl Core {
         for m in self.mounts.values_mut() {
             if let Backend::Database(db) = &mut m.backend {
                 for role in db.due_rotations(now) {
-                    jobs.push(Job::RotateStatic { mount: m.path.clone(), role });
+                    jobs.push(Job::RotateStatic {
+                        mount: m.path.clone(),
+                        role,
+                    });
                 }
                 consider(db.next_rotation());
             }

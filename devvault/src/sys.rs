@@ -84,8 +84,14 @@ struct SealStatus<'a> {
 pub fn handle_unsealed_free(state: &Arc<State>, req: &mut Req) -> ApiResult<Reply> {
     match req.path.as_str() {
         "sys/health" => health(state, req),
-        "sys/seal-status" => Ok(Reply::Raw { status: 200, body: seal_status_body(state) }),
-        "sys/init" => Ok(Reply::Raw { status: 200, body: envelope::go_json(&json!({"initialized": true})) }),
+        "sys/seal-status" => Ok(Reply::Raw {
+            status: 200,
+            body: seal_status_body(state),
+        }),
+        "sys/init" => Ok(Reply::Raw {
+            status: 200,
+            body: envelope::go_json(&json!({"initialized": true})),
+        }),
         _ => {
             if state.core().sealed {
                 return Err(ApiError::sealed());
@@ -99,14 +105,21 @@ pub fn handle_unsealed_free(state: &Arc<State>, req: &mut Req) -> ApiResult<Repl
                 "performance_standby": false,
                 "performance_standby_last_remote_wal": 0
             });
-            Ok(Reply::Raw { status: 200, body: envelope::go_json(&body) })
+            Ok(Reply::Raw {
+                status: 200,
+                body: envelope::go_json(&body),
+            })
         }
     }
 }
 
 fn seal_status_body(state: &Arc<State>) -> Vec<u8> {
     let core = state.core();
-    let (name, id) = if core.sealed { ("", "") } else { (core.cluster_name.as_str(), core.cluster_id.as_str()) };
+    let (name, id) = if core.sealed {
+        ("", "")
+    } else {
+        (core.cluster_name.as_str(), core.cluster_id.as_str())
+    };
     envelope::go_json(&SealStatus {
         kind: "shamir",
         initialized: true,
@@ -127,7 +140,11 @@ fn seal_status_body(state: &Arc<State>) -> Vec<u8> {
 
 fn health(state: &Arc<State>, req: &Req) -> ApiResult<Reply> {
     if req.op != Op::Read {
-        return Err(ApiError { status: 405, errors: Vec::new(), data: None });
+        return Err(ApiError {
+            status: 405,
+            errors: Vec::new(),
+            data: None,
+        });
     }
     let code = |name: &str, default: u16| -> ApiResult<u16> {
         match req.query.get(name) {
@@ -143,7 +160,11 @@ fn health(state: &Arc<State>, req: &Req) -> ApiResult<Reply> {
         }
     }
     let core = state.core();
-    let status = if core.sealed { code("sealedcode", 503)? } else { code("activecode", 200)? };
+    let status = if core.sealed {
+        code("sealedcode", 503)?
+    } else {
+        code("activecode", 200)?
+    };
     // Validate the remaining codes like Vault does, even though unused here.
     for (n, d) in [
         ("standbycode", 429),
@@ -156,9 +177,16 @@ fn health(state: &Arc<State>, req: &Req) -> ApiResult<Reply> {
         code(n, d)?;
     }
     if req.is_head {
-        return Ok(Reply::Raw { status, body: Vec::new() });
+        return Ok(Reply::Raw {
+            status,
+            body: Vec::new(),
+        });
     }
-    let (name, id) = if core.sealed { ("", "") } else { (core.cluster_name.as_str(), core.cluster_id.as_str()) };
+    let (name, id) = if core.sealed {
+        ("", "")
+    } else {
+        (core.cluster_name.as_str(), core.cluster_id.as_str())
+    };
     let now = util::unix_secs(SystemTime::now());
     let body = match core.flavor {
         Flavor::Vault => envelope::go_json(&HealthVault {
@@ -223,7 +251,11 @@ fn is_write(op: Op) -> bool {
 }
 
 fn injected(v: Value) -> Reply {
-    Reply::Logical(Logical { data: Some(v), inject: true, ..Default::default() })
+    Reply::Logical(Logical {
+        data: Some(v),
+        inject: true,
+        ..Default::default()
+    })
 }
 
 fn str_of<'a>(d: &'a Map<String, Value>, k: &str) -> &'a str {
@@ -235,7 +267,11 @@ pub async fn handle(state: &Arc<State>, req: &mut Req, rest: &str) -> ApiResult<
     if let Some(r) = rest.strip_prefix("leases/") {
         return leases::handle(state, req, r).await;
     }
-    if rest == "renew" || rest.starts_with("renew/") || rest == "revoke" || rest.starts_with("revoke/") {
+    if rest == "renew"
+        || rest.starts_with("renew/")
+        || rest == "revoke"
+        || rest.starts_with("revoke/")
+    {
         return leases::handle(state, req, rest).await;
     }
     if let Some(r) = rest.strip_prefix("wrapping/") {
@@ -245,13 +281,19 @@ pub async fn handle(state: &Arc<State>, req: &mut Req, rest: &str) -> ApiResult<
     let flavor = core.flavor;
     match rest {
         "mounts" if req.op == Op::Read => {
-            let m: Map<String, Value> =
-                core.mounts.values().map(|e| (e.path.clone(), mount_info(e, flavor))).collect();
+            let m: Map<String, Value> = core
+                .mounts
+                .values()
+                .map(|e| (e.path.clone(), mount_info(e, flavor)))
+                .collect();
             Ok(injected(Value::Object(m)))
         }
         "auth" if req.op == Op::Read => {
-            let m: Map<String, Value> =
-                core.auth_mounts.values().map(|e| (e.path.clone(), mount_info(e, flavor))).collect();
+            let m: Map<String, Value> = core
+                .auth_mounts
+                .values()
+                .map(|e| (e.path.clone(), mount_info(e, flavor)))
+                .collect();
             Ok(injected(Value::Object(m)))
         }
         "policies/acl/" | "policy" if matches!(req.op, Op::List | Op::Read) => {
@@ -270,20 +312,32 @@ pub async fn handle(state: &Arc<State>, req: &mut Req, rest: &str) -> ApiResult<
             Ok(Reply::NoContent)
         }
         "internal/ui/mounts" if req.op == Op::Read => {
-            let secret: Map<String, Value> =
-                core.mounts.values().map(|e| (e.path.clone(), mount_info(e, flavor))).collect();
-            let auth: Map<String, Value> =
-                core.auth_mounts.values().map(|e| (e.path.clone(), mount_info(e, flavor))).collect();
-            Ok(Reply::Logical(Logical::data(json!({ "auth": auth, "secret": secret }))))
+            let secret: Map<String, Value> = core
+                .mounts
+                .values()
+                .map(|e| (e.path.clone(), mount_info(e, flavor)))
+                .collect();
+            let auth: Map<String, Value> = core
+                .auth_mounts
+                .values()
+                .map(|e| (e.path.clone(), mount_info(e, flavor)))
+                .collect();
+            Ok(Reply::Logical(Logical::data(
+                json!({ "auth": auth, "secret": secret }),
+            )))
         }
-        r if r.starts_with("internal/ui/mounts/") => ui_mount(&core, req, &r["internal/ui/mounts/".len()..]),
+        r if r.starts_with("internal/ui/mounts/") => {
+            ui_mount(&core, req, &r["internal/ui/mounts/".len()..])
+        }
         r if r.starts_with("mounts/") => mounts(&mut core, req, &r["mounts/".len()..]),
         r if r.starts_with("auth/") => {
             let (jobs, reply) = auth_mounts(&mut core, req, &r["auth/".len()..])?;
             req.jobs.extend(jobs);
             Ok(reply)
         }
-        r if r.starts_with("policies/acl/") => policy(&mut core, req, &r["policies/acl/".len()..], false),
+        r if r.starts_with("policies/acl/") => {
+            policy(&mut core, req, &r["policies/acl/".len()..], false)
+        }
         r if r.starts_with("policy/") => policy(&mut core, req, &r["policy/".len()..], true),
         _ => Err(ApiError::unsupported_path()),
     }
@@ -306,7 +360,11 @@ fn capability_names(bits: u16, root: bool) -> Vec<String> {
         (cap::SUDO, "sudo"),
         (cap::UPDATE, "update"),
     ];
-    names.iter().filter(|(b, _)| bits & b != 0).map(|(_, n)| n.to_string()).collect()
+    names
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|(_, n)| n.to_string())
+        .collect()
 }
 
 fn capabilities(core: &Core, req: &Req) -> ApiResult<Reply> {
@@ -317,9 +375,16 @@ fn capabilities(core: &Core, req: &Req) -> ApiResult<Reply> {
             .map(|e| e.policies.clone())
             .ok_or_else(|| ApiError::bad_request("invalid token"))?
     } else {
-        req.caller.as_ref().map(|c| c.policies.clone()).unwrap_or_default()
+        req.caller
+            .as_ref()
+            .map(|c| c.policies.clone())
+            .unwrap_or_default()
     };
-    let mut paths = req.data.get("paths").map(util::comma_list).unwrap_or_default();
+    let mut paths = req
+        .data
+        .get("paths")
+        .map(util::comma_list)
+        .unwrap_or_default();
     if let Some(p) = req.data.get("path").and_then(Value::as_str) {
         paths.push(p.to_string());
     }
@@ -376,12 +441,18 @@ fn ui_mount(core: &Core, req: &Req, raw: &str) -> ApiResult<Reply> {
 }
 
 fn ttl_config(d: &Map<String, Value>) -> ApiResult<(Option<Duration>, Option<Duration>)> {
-    let cfg = d.get("config").and_then(Value::as_object).cloned().unwrap_or_default();
+    let cfg = d
+        .get("config")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     let get = |k: &str| -> ApiResult<Option<Duration>> {
         match cfg.get(k).or_else(|| d.get(k)) {
             None => Ok(None),
             Some(Value::String(s)) if s == "system" => Ok(Some(Duration::ZERO)),
-            Some(v) => util::parse_duration(v).map(Some).map_err(ApiError::bad_request),
+            Some(v) => util::parse_duration(v)
+                .map(Some)
+                .map_err(ApiError::bad_request),
         }
     };
     Ok((get("default_lease_ttl")?, get("max_lease_ttl")?))
@@ -390,7 +461,14 @@ fn ttl_config(d: &Map<String, Value>) -> ApiResult<(Option<Duration>, Option<Dur
 fn options_of(d: &Map<String, Value>) -> Option<BTreeMap<String, String>> {
     d.get("options").and_then(Value::as_object).map(|o| {
         o.iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string()),
+                )
+            })
             .collect()
     })
 }
@@ -412,27 +490,48 @@ fn mounts(core: &mut Core, req: &mut Req, raw: &str) -> ApiResult<Reply> {
             let e = core.mounts.get(&path).ok_or_else(|| {
                 ApiError::bad_request(format!("No secret engine mount at {path}"))
             })?;
-            Ok(Reply::Logical(Logical { data: Some(mount_info(e, flavor)), inject: true, ..Default::default() }))
+            Ok(Reply::Logical(Logical {
+                data: Some(mount_info(e, flavor)),
+                inject: true,
+                ..Default::default()
+            }))
         }
         Op::Update | Op::Create => {
-            if let Some(existing) = core.mounts.keys().find(|m| path.starts_with(m.as_str()) || m.starts_with(&path)) {
-                return Err(ApiError::bad_request(format!("path is already in use at {existing}")));
+            if let Some(existing) = core
+                .mounts
+                .keys()
+                .find(|m| path.starts_with(m.as_str()) || m.starts_with(&path))
+            {
+                return Err(ApiError::bad_request(format!(
+                    "path is already in use at {existing}"
+                )));
             }
-            if ["sys/", "auth/", "cubbyhole/", "identity/"].iter().any(|r| path.starts_with(r)) {
-                return Err(ApiError::bad_request(format!("cannot mount under reserved path {path:?}")));
+            if ["sys/", "auth/", "cubbyhole/", "identity/"]
+                .iter()
+                .any(|r| path.starts_with(r))
+            {
+                return Err(ApiError::bad_request(format!(
+                    "cannot mount under reserved path {path:?}"
+                )));
             }
             let kind = str_of(&req.data, "type").to_string();
             let mut options = options_of(&req.data);
             let (kind, backend) = match kind.as_str() {
                 "kv" | "generic" => {
-                    let version = options.as_ref().and_then(|o| o.get("version")).map(String::as_str) == Some("2");
+                    let version = options
+                        .as_ref()
+                        .and_then(|o| o.get("version"))
+                        .map(String::as_str)
+                        == Some("2");
                     if options.is_none() {
                         options = Some(BTreeMap::from([("version".to_string(), "1".to_string())]));
                     }
                     ("kv", Backend::Kv(KvStore::new(if version { 2 } else { 1 })))
                 }
                 "kv-v2" => {
-                    options.get_or_insert_with(BTreeMap::new).insert("version".into(), "2".into());
+                    options
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert("version".into(), "2".into());
                     ("kv", Backend::Kv(KvStore::new(2)))
                 }
                 "database" => ("database", Backend::Database(DbBackend::default())),
@@ -505,17 +604,20 @@ fn tune_mount(e: &mut MountEntry, req: &Req) -> ApiResult<Reply> {
     }
 }
 
-fn auth_mounts(core: &mut Core, req: &mut Req, raw: &str) -> ApiResult<(Vec<crate::state::Job>, Reply)> {
+fn auth_mounts(
+    core: &mut Core,
+    req: &mut Req,
+    raw: &str,
+) -> ApiResult<(Vec<crate::state::Job>, Reply)> {
     let (path, tune) = match raw.strip_suffix("/tune") {
         Some(p) => (format!("{}/", p.trim_end_matches('/')), true),
         None => (format!("{}/", raw.trim_end_matches('/')), false),
     };
     let flavor = core.flavor;
     if tune {
-        let e = core
-            .auth_mounts
-            .get_mut(&path)
-            .ok_or_else(|| ApiError::bad_request(format!("cannot fetch sysview for path \"auth/{path}\"")))?;
+        let e = core.auth_mounts.get_mut(&path).ok_or_else(|| {
+            ApiError::bad_request(format!("cannot fetch sysview for path \"auth/{path}\""))
+        })?;
         return Ok((Vec::new(), tune_mount(e, req)?));
     }
     match req.op {
@@ -524,11 +626,20 @@ fn auth_mounts(core: &mut Core, req: &mut Req, raw: &str) -> ApiResult<(Vec<crat
                 .auth_mounts
                 .get(&path)
                 .ok_or_else(|| ApiError::bad_request(format!("No auth engine at auth/{path}")))?;
-            Ok((Vec::new(), Reply::Logical(Logical { data: Some(mount_info(e, flavor)), inject: true, ..Default::default() })))
+            Ok((
+                Vec::new(),
+                Reply::Logical(Logical {
+                    data: Some(mount_info(e, flavor)),
+                    inject: true,
+                    ..Default::default()
+                }),
+            ))
         }
         Op::Update | Op::Create => {
             if core.auth_mounts.contains_key(&path) {
-                return Err(ApiError::bad_request(format!("path is already in use at auth/{path}")));
+                return Err(ApiError::bad_request(format!(
+                    "path is already in use at auth/{path}"
+                )));
             }
             let kind = str_of(&req.data, "type").to_string();
             let backend = match kind.as_str() {
@@ -536,11 +647,15 @@ fn auth_mounts(core: &mut Core, req: &mut Req, raw: &str) -> ApiResult<(Vec<crat
                 "kubernetes" => Backend::Kubernetes(Kubernetes::default()),
                 "jwt" | "oidc" => Backend::Jwt(Jwt::default()),
                 "token" => {
-                    return Err(ApiError::bad_request("token credential backend cannot be instantiated"))
+                    return Err(ApiError::bad_request(
+                        "token credential backend cannot be instantiated",
+                    ))
                 }
                 "" => return Err(ApiError::bad_request("backend type must be specified")),
                 other => {
-                    return Err(ApiError::bad_request(format!("plugin not found in the catalog: {other}")))
+                    return Err(ApiError::bad_request(format!(
+                        "plugin not found in the catalog: {other}"
+                    )))
                 }
             };
             let mut e = MountEntry::new(&path, &kind, str_of(&req.data, "description"), backend);
@@ -552,12 +667,18 @@ fn auth_mounts(core: &mut Core, req: &mut Req, raw: &str) -> ApiResult<(Vec<crat
         }
         Op::Delete => {
             if path == "token/" {
-                return Err(ApiError::bad_request("token credential backend cannot be disabled"));
+                return Err(ApiError::bad_request(
+                    "token credential backend cannot be disabled",
+                ));
             }
             let mut jobs = Vec::new();
             if let Some(e) = core.auth_mounts.remove(&path) {
-                let ids: Vec<String> =
-                    core.tokens.all().filter(|t| t.mount_accessor == e.accessor).map(|t| t.id.clone()).collect();
+                let ids: Vec<String> = core
+                    .tokens
+                    .all()
+                    .filter(|t| t.mount_accessor == e.accessor)
+                    .map(|t| t.id.clone())
+                    .collect();
                 for id in ids {
                     jobs.extend(core.revoke_token_tree(&id));
                 }
@@ -574,22 +695,40 @@ fn policy(core: &mut Core, req: &Req, raw: &str, legacy: bool) -> ApiResult<Repl
         Op::Read => {
             let text = match name.as_str() {
                 "root" => String::new(),
-                _ => core.policies.get(&name).map(|p| p.raw.clone()).ok_or_else(ApiError::not_found)?,
+                _ => core
+                    .policies
+                    .get(&name)
+                    .map(|p| p.raw.clone())
+                    .ok_or_else(ApiError::not_found)?,
             };
             let data = if legacy {
                 json!({ "name": name, "rules": text })
             } else {
                 json!({ "name": name, "policy": text })
             };
-            Ok(Reply::Logical(Logical { data: Some(data), inject: legacy, ..Default::default() }))
+            Ok(Reply::Logical(Logical {
+                data: Some(data),
+                inject: legacy,
+                ..Default::default()
+            }))
         }
         Op::Update | Op::Create => {
             if name == "root" || name == "response-wrapping" {
-                return Err(ApiError::bad_request(format!("cannot update {name:?} policy")));
+                return Err(ApiError::bad_request(format!(
+                    "cannot update {name:?} policy"
+                )));
             }
             let text = match (req.data.get("policy"), req.data.get("rules")) {
-                (Some(Value::String(s)), _) | (None, Some(Value::String(s))) if !s.trim().is_empty() => s.clone(),
-                _ => return Err(ApiError::bad_request("'policy' parameter not supplied or empty")),
+                (Some(Value::String(s)), _) | (None, Some(Value::String(s)))
+                    if !s.trim().is_empty() =>
+                {
+                    s.clone()
+                }
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "'policy' parameter not supplied or empty",
+                    ))
+                }
             };
             let p = Policy::parse(&text)
                 .map_err(|e| ApiError::bad_request(format!("failed to parse policy: {e}")))?;
@@ -598,7 +737,9 @@ fn policy(core: &mut Core, req: &Req, raw: &str, legacy: bool) -> ApiResult<Repl
         }
         Op::Delete => match name.as_str() {
             "default" => Err(ApiError::bad_request("cannot delete default policy")),
-            "root" | "response-wrapping" => Err(ApiError::bad_request(format!("cannot delete {name:?} policy"))),
+            "root" | "response-wrapping" => Err(ApiError::bad_request(format!(
+                "cannot delete {name:?} policy"
+            ))),
             _ => {
                 core.policies.remove(&name);
                 Ok(Reply::NoContent)
@@ -610,7 +751,11 @@ fn policy(core: &mut Core, req: &Req, raw: &str, legacy: bool) -> ApiResult<Repl
 
 fn wrapping(state: &Arc<State>, req: &mut Req, rest: &str) -> ApiResult<Reply> {
     let body_token = str_of(&req.data, "token").to_string();
-    let token = if body_token.is_empty() { req.raw_token.clone().unwrap_or_default() } else { body_token };
+    let token = if body_token.is_empty() {
+        req.raw_token.clone().unwrap_or_default()
+    } else {
+        body_token
+    };
     match rest {
         "unwrap" if is_write(req.op) => {
             if token.is_empty() {
@@ -633,7 +778,9 @@ fn wrapping(state: &Arc<State>, req: &mut Req, rest: &str) -> ApiResult<Reply> {
             if req.wrap_ttl.is_none() {
                 req.wrap_ttl = Some(Duration::from_secs(300));
             }
-            Ok(Reply::Logical(Logical::data(Value::Object(req.data.clone()))))
+            Ok(Reply::Logical(Logical::data(Value::Object(
+                req.data.clone(),
+            ))))
         }
         "unwrap" | "lookup" | "wrap" => Err(ApiError::unsupported_operation()),
         _ => Err(ApiError::unsupported_path()),

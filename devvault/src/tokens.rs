@@ -47,6 +47,9 @@ pub struct TokenEntry {
     pub role: Option<String>,
     /// Accessor of the auth mount that issued it (for `sys/auth` disable).
     pub mount_accessor: String,
+    /// The issuing auth mount's default and max lease TTL (tunable).
+    pub mount_default_ttl: Duration,
+    pub mount_max_ttl: Duration,
 }
 
 impl TokenEntry {
@@ -58,7 +61,11 @@ impl TokenEntry {
     /// Seconds left (0 for non-expiring tokens).
     pub fn remaining(&self, now: SystemTime) -> i64 {
         self.expire_time
-            .map(|t| t.duration_since(now).map(|d| d.as_secs_f64().round() as i64).unwrap_or(0))
+            .map(|t| {
+                t.duration_since(now)
+                    .map(|d| d.as_secs_f64().round() as i64)
+                    .unwrap_or(0)
+            })
             .unwrap_or(0)
     }
 
@@ -70,7 +77,11 @@ impl TokenEntry {
             policies: self.policies.clone(),
             token_policies: self.policies.clone(),
             identity_policies: Vec::new(),
-            metadata: if self.meta.is_empty() { None } else { Some(self.meta.clone()) },
+            metadata: if self.meta.is_empty() {
+                None
+            } else {
+                Some(self.meta.clone())
+            },
             lease_duration: util::secs(self.ttl),
             renewable: self.renewable,
             entity_id: self.entity_id.clone(),
@@ -85,20 +96,38 @@ impl TokenEntry {
     pub fn lookup_data(&self, now: SystemTime, hide_id: bool) -> Value {
         let mut m = Map::new();
         m.insert("accessor".into(), json!(self.accessor));
-        m.insert("creation_time".into(), json!(util::unix_secs(self.creation_time)));
+        m.insert(
+            "creation_time".into(),
+            json!(util::unix_secs(self.creation_time)),
+        );
         m.insert("creation_ttl".into(), json!(util::secs(self.creation_ttl)));
         m.insert("display_name".into(), json!(self.display_name));
         m.insert("entity_id".into(), json!(self.entity_id));
         m.insert(
             "expire_time".into(),
-            self.expire_time.map(|t| json!(util::rfc3339_nano(t))).unwrap_or(Value::Null),
+            self.expire_time
+                .map(|t| json!(util::rfc3339_nano(t)))
+                .unwrap_or(Value::Null),
         );
-        m.insert("explicit_max_ttl".into(), json!(util::secs(self.explicit_max_ttl)));
-        m.insert("id".into(), json!(if hide_id { "" } else { self.id.as_str() }));
-        m.insert("issue_time".into(), json!(util::rfc3339_nano(self.creation_time)));
+        m.insert(
+            "explicit_max_ttl".into(),
+            json!(util::secs(self.explicit_max_ttl)),
+        );
+        m.insert(
+            "id".into(),
+            json!(if hide_id { "" } else { self.id.as_str() }),
+        );
+        m.insert(
+            "issue_time".into(),
+            json!(util::rfc3339_nano(self.creation_time)),
+        );
         m.insert(
             "meta".into(),
-            if self.meta.is_empty() { Value::Null } else { json!(self.meta) },
+            if self.meta.is_empty() {
+                Value::Null
+            } else {
+                json!(self.meta)
+            },
         );
         m.insert("num_uses".into(), json!(self.num_uses));
         m.insert("orphan".into(), json!(self.orphan));
@@ -156,12 +185,17 @@ impl TokenStore {
             entity_id: String::new(),
             role: None,
             mount_accessor: String::new(),
+            mount_default_ttl: SYSTEM_DEFAULT_TTL,
+            mount_max_ttl: SYSTEM_MAX_TTL,
         });
     }
 
     pub fn insert(&mut self, e: TokenEntry) {
         if let Some(p) = &e.parent {
-            self.children.entry(p.clone()).or_default().push(e.id.clone());
+            self.children
+                .entry(p.clone())
+                .or_default()
+                .push(e.id.clone());
         }
         self.by_accessor.insert(e.accessor.clone(), e.id.clone());
         self.by_id.insert(e.id.clone(), e);
@@ -224,7 +258,9 @@ impl TokenStore {
                 }
             }
         }
-        self.remove_one(id).map(|_| vec![id.to_string()]).unwrap_or_default()
+        self.remove_one(id)
+            .map(|_| vec![id.to_string()])
+            .unwrap_or_default()
     }
 
     pub fn expired(&self, now: SystemTime) -> Vec<String> {
@@ -263,6 +299,12 @@ pub struct TokenSpec {
 /// Creates and stores a token; returns it with any TTL-capping warnings.
 pub fn issue(core: &mut Core, spec: TokenSpec) -> ApiResult<(TokenEntry, Vec<String>)> {
     let now = SystemTime::now();
+    let (sys_default, sys_max) = core
+        .auth_mounts
+        .values()
+        .find(|m| m.accessor == spec.mount_accessor)
+        .map(|m| (m.default_ttl(), m.max_ttl()))
+        .unwrap_or((SYSTEM_DEFAULT_TTL, SYSTEM_MAX_TTL));
     let policies = util::sanitize_policies(spec.policies.clone(), !spec.no_default_policy);
     let is_root = policies.iter().any(|p| p == "root");
     let (ttl, warnings) = if spec.period.is_zero() && spec.ttl.is_zero() && is_root {
@@ -270,8 +312,8 @@ pub fn issue(core: &mut Core, spec: TokenSpec) -> ApiResult<(TokenEntry, Vec<Str
     } else {
         calculate_ttl(
             &TtlInput {
-                sys_default: SYSTEM_DEFAULT_TTL,
-                sys_max: SYSTEM_MAX_TTL,
+                sys_default,
+                sys_max,
                 increment: Duration::ZERO,
                 backend_ttl: spec.ttl,
                 period: spec.period,
@@ -306,13 +348,19 @@ pub fn issue(core: &mut Core, spec: TokenSpec) -> ApiResult<(TokenEntry, Vec<Str
         entity_id: spec.entity_id,
         role: spec.role,
         mount_accessor: spec.mount_accessor,
+        mount_default_ttl: sys_default,
+        mount_max_ttl: sys_max,
     };
     core.tokens.insert(entry.clone());
     Ok((entry, warnings))
 }
 
 /// Renews a token (`renew-self`, `renew`), capping at its max TTL.
-pub fn renew(core: &mut Core, id: &str, increment: Duration) -> ApiResult<(TokenEntry, Vec<String>)> {
+pub fn renew(
+    core: &mut Core,
+    id: &str,
+    increment: Duration,
+) -> ApiResult<(TokenEntry, Vec<String>)> {
     let now = SystemTime::now();
     let flavor = core.flavor;
     let e = core
@@ -325,8 +373,8 @@ pub fn renew(core: &mut Core, id: &str, increment: Duration) -> ApiResult<(Token
     }
     let (ttl, warnings) = calculate_ttl(
         &TtlInput {
-            sys_default: SYSTEM_DEFAULT_TTL,
-            sys_max: SYSTEM_MAX_TTL,
+            sys_default: e.mount_default_ttl,
+            sys_max: e.mount_max_ttl,
             increment,
             backend_ttl: e.renew_ttl,
             period: e.period,
@@ -344,10 +392,11 @@ pub fn renew(core: &mut Core, id: &str, increment: Duration) -> ApiResult<(Token
 }
 
 fn token_reply(e: &TokenEntry, warnings: Vec<String>) -> Reply {
-    let mut l = Logical::default();
-    l.auth = Some(e.auth_block());
-    l.warnings = warnings;
-    Reply::Logical(l)
+    Reply::Logical(Logical {
+        auth: Some(e.auth_block()),
+        warnings,
+        ..Default::default()
+    })
 }
 
 fn increment_of(data: &Map<String, Value>) -> ApiResult<Duration> {
@@ -373,7 +422,10 @@ pub fn handle(core: &mut Core, req: &mut Req, rest: &str) -> ApiResult<Reply> {
         "create" | "create-orphan" if write => create(core, req, rest == "create-orphan"),
         "lookup-self" if matches!(req.op, Op::Read | Op::Update) => {
             let c = caller.ok_or_else(|| ApiError::invalid_token(flavor))?;
-            let e = core.tokens.live(&c.id, now).ok_or_else(|| ApiError::invalid_token(flavor))?;
+            let e = core
+                .tokens
+                .live(&c.id, now)
+                .ok_or_else(|| ApiError::invalid_token(flavor))?;
             Ok(Reply::Logical(Logical::data(e.lookup_data(now, false))))
         }
         "lookup" if matches!(req.op, Op::Read | Op::Update) => {
@@ -386,8 +438,14 @@ pub fn handle(core: &mut Core, req: &mut Req, rest: &str) -> ApiResult<Reply> {
         }
         "lookup-accessor" if write => {
             let a = str_field(&req.data, "accessor");
-            let id = core.tokens.id_by_accessor(a).ok_or_else(|| ApiError::bad_request("invalid accessor"))?;
-            let e = core.tokens.live(&id, now).ok_or_else(|| ApiError::bad_request("invalid accessor"))?;
+            let id = core
+                .tokens
+                .id_by_accessor(a)
+                .ok_or_else(|| ApiError::bad_request("invalid accessor"))?;
+            let e = core
+                .tokens
+                .live(&id, now)
+                .ok_or_else(|| ApiError::bad_request("invalid accessor"))?;
             Ok(Reply::Logical(Logical::data(e.lookup_data(now, true))))
         }
         "renew-self" if write => {
@@ -403,21 +461,29 @@ pub fn handle(core: &mut Core, req: &mut Req, rest: &str) -> ApiResult<Reply> {
             }
             let inc = increment_of(&req.data)?;
             let (e, w) = renew(core, &t, inc).map_err(|e| {
-                if e.status == 403 { ApiError::bad_request("invalid token") } else { e }
+                if e.status == 403 {
+                    ApiError::bad_request("invalid token")
+                } else {
+                    e
+                }
             })?;
             Ok(token_reply(&e, w))
         }
         "renew-accessor" if write => {
             let a = str_field(&req.data, "accessor");
-            let id = core.tokens.id_by_accessor(a).ok_or_else(|| ApiError::bad_request("invalid accessor"))?;
+            let id = core
+                .tokens
+                .id_by_accessor(a)
+                .ok_or_else(|| ApiError::bad_request("invalid accessor"))?;
             let inc = increment_of(&req.data)?;
             let (e, w) = renew(core, &id, inc)?;
             let mut auth = e.auth_block();
             auth.client_token = String::new();
-            let mut l = Logical::default();
-            l.auth = Some(auth);
-            l.warnings = w;
-            Ok(Reply::Logical(l))
+            Ok(Reply::Logical(Logical {
+                auth: Some(auth),
+                warnings: w,
+                ..Default::default()
+            }))
         }
         "revoke-self" if write => {
             let c = caller.ok_or_else(|| ApiError::invalid_token(flavor))?;
@@ -439,7 +505,10 @@ pub fn handle(core: &mut Core, req: &mut Req, rest: &str) -> ApiResult<Reply> {
         }
         "revoke-accessor" if write => {
             let a = str_field(&req.data, "accessor");
-            let id = core.tokens.id_by_accessor(a).ok_or_else(|| ApiError::bad_request("invalid accessor"))?;
+            let id = core
+                .tokens
+                .id_by_accessor(a)
+                .ok_or_else(|| ApiError::bad_request("invalid accessor"))?;
             req.jobs.extend(core.revoke_token_tree(&id));
             Ok(Reply::NoContent)
         }
@@ -449,20 +518,25 @@ pub fn handle(core: &mut Core, req: &mut Req, rest: &str) -> ApiResult<Reply> {
         }
         r if r.starts_with("lookup/") && req.op == Op::Read => {
             let t = &r["lookup/".len()..];
-            let e = core.tokens.live(t, now).ok_or_else(|| ApiError::new(403, "bad token"))?;
+            let e = core
+                .tokens
+                .live(t, now)
+                .ok_or_else(|| ApiError::new(403, "bad token"))?;
             Ok(Reply::Logical(Logical::data(e.lookup_data(now, false))))
         }
-        "create" | "create-orphan" | "lookup-self" | "lookup" | "lookup-accessor" | "renew-self"
-        | "renew" | "renew-accessor" | "revoke-self" | "revoke" | "revoke-orphan" | "revoke-accessor" => {
-            Err(ApiError::unsupported_operation())
-        }
+        "create" | "create-orphan" | "lookup-self" | "lookup" | "lookup-accessor"
+        | "renew-self" | "renew" | "renew-accessor" | "revoke-self" | "revoke"
+        | "revoke-orphan" | "revoke-accessor" => Err(ApiError::unsupported_operation()),
         _ => Err(ApiError::unsupported_path()),
     }
 }
 
 fn create(core: &mut Core, req: &mut Req, orphan_path: bool) -> ApiResult<Reply> {
     let flavor: Flavor = core.flavor;
-    let caller = req.caller.clone().ok_or_else(|| ApiError::invalid_token(flavor))?;
+    let caller = req
+        .caller
+        .clone()
+        .ok_or_else(|| ApiError::invalid_token(flavor))?;
     let d = &req.data;
     let caller_root = caller.policies.iter().any(|p| p == "root");
     let mut policies = d.get("policies").map(util::comma_list).unwrap_or_default();
@@ -473,18 +547,20 @@ fn create(core: &mut Core, req: &mut Req, orphan_path: bool) -> ApiResult<Reply>
         .map_err(ApiError::bad_request)?
         .unwrap_or(false);
     if no_parent && !caller_root && !orphan_path {
-        return Err(ApiError::bad_request("root or sudo privileges required to create orphan token"));
+        return Err(ApiError::bad_request(
+            "root or sudo privileges required to create orphan token",
+        ));
     }
     if policies.is_empty() {
         policies = caller.policies.clone();
-    } else if !caller_root {
-        let allowed: Vec<&String> = caller.policies.iter().collect();
-        if policies
+    } else if !caller_root
+        && policies
             .iter()
-            .any(|p| p != "default" && !allowed.iter().any(|a| *a == p))
-        {
-            return Err(ApiError::bad_request("child policies must be subset of parent"));
-        }
+            .any(|p| p != "default" && !caller.policies.contains(p))
+    {
+        return Err(ApiError::bad_request(
+            "child policies must be subset of parent",
+        ));
     }
     let dur = |k: &str| -> ApiResult<Duration> {
         d.get(k)
@@ -520,7 +596,14 @@ fn create(core: &mut Core, req: &mut Req, orphan_path: bool) -> ApiResult<Reply>
     let meta: BTreeMap<String, String> = match d.get("meta") {
         Some(Value::Object(m)) => m
             .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string()),
+                )
+            })
             .collect(),
         _ => BTreeMap::new(),
     };
@@ -528,7 +611,12 @@ fn create(core: &mut Core, req: &mut Req, orphan_path: bool) -> ApiResult<Reply>
     let display_name = if display.is_empty() {
         "token".to_string()
     } else {
-        format!("token-{}", display.to_lowercase().replace(|c: char| !c.is_alphanumeric() && c != '-', "-"))
+        format!(
+            "token-{}",
+            display
+                .to_lowercase()
+                .replace(|c: char| !c.is_alphanumeric() && c != '-', "-")
+        )
     };
     let mut warnings: Vec<String> = util::sanitize_policies(policies.clone(), false)
         .into_iter()
@@ -547,8 +635,19 @@ fn create(core: &mut Core, req: &mut Req, orphan_path: bool) -> ApiResult<Reply>
             no_default_policy,
             meta,
             display_name,
-            path: format!("auth/token/{}", if orphan_path { "create-orphan" } else { "create" }),
-            parent: if no_parent || orphan_path { None } else { Some(caller.id.clone()) },
+            path: format!(
+                "auth/token/{}",
+                if orphan_path {
+                    "create-orphan"
+                } else {
+                    "create"
+                }
+            ),
+            parent: if no_parent || orphan_path {
+                None
+            } else {
+                Some(caller.id.clone())
+            },
             ttl,
             max_ttl: Duration::ZERO,
             explicit_max_ttl,

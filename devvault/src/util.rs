@@ -299,7 +299,11 @@ pub fn secs(d: Duration) -> i64 {
 /// several concatenated PEM blocks (commas are legal inside neither).
 pub fn comma_list_pem(v: &Value) -> Vec<String> {
     match v {
-        Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
         Value::String(s) => {
             let mut out = Vec::new();
             let mut cur = String::new();
@@ -332,10 +336,19 @@ mod tests {
 
     #[test]
     fn durations_parse_like_go() {
-        assert_eq!(parse_duration_str("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_duration_str("1h30m").unwrap(),
+            Duration::from_secs(5400)
+        );
         assert_eq!(parse_duration_str("300").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration_str("1.5h").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration_str("7d").unwrap(), Duration::from_secs(604_800));
+        assert_eq!(
+            parse_duration_str("1.5h").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_duration_str("7d").unwrap(),
+            Duration::from_secs(604_800)
+        );
         assert!(parse_duration_str("abc").is_err());
     }
 

@@ -103,7 +103,14 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
-    pub fn new(value: SecretValue, generation: u64, accessor: String, ttl: Duration, renewable: bool, now: Instant) -> Token {
+    pub fn new(
+        value: SecretValue,
+        generation: u64,
+        accessor: String,
+        ttl: Duration,
+        renewable: bool,
+        now: Instant,
+    ) -> Token {
         let expires_at = (!ttl.is_zero()).then(|| now + ttl);
         Token {
             value,
@@ -137,7 +144,10 @@ impl Token {
     pub fn final_end(&self) -> Option<TokenEnd> {
         let life = self.life();
         match (life.is_final, life.expires_at) {
-            (true, Some(expires_at)) => Some(TokenEnd { expires_at, ttl: self.ttl.max(life.last_ttl) }),
+            (true, Some(expires_at)) => Some(TokenEnd {
+                expires_at,
+                ttl: self.ttl.max(life.last_ttl),
+            }),
             _ => None,
         }
     }
@@ -185,7 +195,12 @@ pub enum AuthEvent {
 }
 
 impl Auth {
-    pub fn new(client: Client, cfg: AuthConfig, backoff: BackoffConfig, events: Box<dyn Fn(AuthEvent) + Send + Sync>) -> Auth {
+    pub fn new(
+        client: Client,
+        cfg: AuthConfig,
+        backoff: BackoffConfig,
+        events: Box<dyn Fn(AuthEvent) + Send + Sync>,
+    ) -> Auth {
         Auth {
             client,
             cfg,
@@ -209,7 +224,10 @@ impl Auth {
     }
 
     fn current(&self) -> Option<Arc<Token>> {
-        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The current token, logging in first when there is none or it has expired. One attempt:
@@ -338,7 +356,11 @@ impl Auth {
             Some(path) => read_secret_file("token", "token file", path)?,
             None => self.cfg.token.clone().unwrap_or_default(),
         };
-        let info = self.client.lookup_self(&value).await.map_err(|e| self.vault_err(e))?;
+        let info = self
+            .client
+            .lookup_self(&value)
+            .await
+            .map_err(|e| self.vault_err(e))?;
         Ok(Token::new(
             value,
             self.next_generation(),
@@ -354,16 +376,25 @@ impl Auth {
         if !looks_like_token(raw.expose()) {
             return Ok(raw);
         }
-        if let Some((wrapper, secret_id)) = self.unwrapped.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some((wrapper, secret_id)) = self
+            .unwrapped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             if wrapper == raw {
                 return Ok(secret_id);
             }
         }
-        let env = self.client.unwrap(&raw).await.map_err(|source| AuthError::Unwrap {
-            method: "approle",
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let env = self
+            .client
+            .unwrap(&raw)
+            .await
+            .map_err(|source| AuthError::Unwrap {
+                method: "approle",
+                path: path.to_path_buf(),
+                source,
+            })?;
         let secret_id = env
             .data
             .get("secret_id")
@@ -372,7 +403,10 @@ impl Auth {
             .ok_or_else(|| AuthError::Rejected {
                 method: "approle",
                 mount: self.cfg.mount.clone(),
-                reason: format!("the wrapping token in {} does not wrap a secret_id", path.display()),
+                reason: format!(
+                    "the wrapping token in {} does not wrap a secret_id",
+                    path.display()
+                ),
             })?;
         tracing::info!(file = %path.display(), "unwrapped the response-wrapped secret_id");
         *self.unwrapped.lock().unwrap_or_else(|p| p.into_inner()) = Some((raw, secret_id.clone()));
@@ -417,7 +451,9 @@ impl Auth {
                 _ = shutdown.changed() => return,
             }
             let result = if life.is_final {
-                if can_relogin { self.relogin(token.generation).await.map(|_| ()) } else {
+                if can_relogin {
+                    self.relogin(token.generation).await.map(|_| ())
+                } else {
                     // Nothing to do but let workers fail and retry against a refreshed token.
                     tokio::select! {
                         _ = changes.changed() => continue,
@@ -430,7 +466,8 @@ impl Auth {
             match result {
                 Ok(()) => backoff.reset(),
                 Err(e) => {
-                    let wait = backoff.next_delay(e.vault_error().and_then(VaultError::retry_after), &mut rng);
+                    let wait = backoff
+                        .next_delay(e.vault_error().and_then(VaultError::retry_after), &mut rng);
                     tracing::warn!(error = %e, retry_in = %humantime::format_duration(round(wait)), "keeping the Vault token alive failed");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
@@ -503,10 +540,16 @@ pub(crate) fn round(d: Duration) -> Duration {
 
 /// Vault tokens carry a type prefix (`hvs.`, `s.`, ...); secret-ids are UUIDs.
 fn looks_like_token(s: &str) -> bool {
-    ["hvs.", "hvb.", "s.", "b."].iter().any(|p| s.starts_with(p))
+    ["hvs.", "hvb.", "s.", "b."]
+        .iter()
+        .any(|p| s.starts_with(p))
 }
 
-fn read_secret_file(method: &'static str, what: &'static str, path: &Path) -> Result<SecretValue, AuthError> {
+fn read_secret_file(
+    method: &'static str,
+    what: &'static str,
+    path: &Path,
+) -> Result<SecretValue, AuthError> {
     let text = std::fs::read_to_string(path).map_err(|e| AuthError::File {
         method,
         what,
@@ -531,15 +574,41 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn token_life_becomes_final_when_capped() {
         let now = Instant::now();
-        let t = Token::new(SecretValue::new("x"), 1, "a".into(), Duration::from_secs(60), true, now);
+        let t = Token::new(
+            SecretValue::new("x"),
+            1,
+            "a".into(),
+            Duration::from_secs(60),
+            true,
+            now,
+        );
         assert!(t.final_end().is_none());
-        t.renewed(now + Duration::from_secs(40), Duration::from_secs(60), Duration::from_secs(60), true);
+        t.renewed(
+            now + Duration::from_secs(40),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            true,
+        );
         assert!(t.final_end().is_none());
-        t.renewed(now + Duration::from_secs(80), Duration::from_secs(60), Duration::from_secs(20), true);
+        t.renewed(
+            now + Duration::from_secs(80),
+            Duration::from_secs(60),
+            Duration::from_secs(20),
+            true,
+        );
         let end = t.final_end().expect("capped renewal makes the end final");
         assert_eq!(end.expires_at, now + Duration::from_secs(100));
-        let never = Token::new(SecretValue::new("root"), 2, String::new(), Duration::ZERO, false, now);
-        assert!(never.final_end().is_none() && !never.is_expired(now + Duration::from_secs(1_000_000)));
+        let never = Token::new(
+            SecretValue::new("root"),
+            2,
+            String::new(),
+            Duration::ZERO,
+            false,
+            now,
+        );
+        assert!(
+            never.final_end().is_none() && !never.is_expired(now + Duration::from_secs(1_000_000))
+        );
     }
 
     #[test]

@@ -104,7 +104,9 @@ impl VaultError {
     /// Worth retrying with backoff: transport failures, 412, 429 and 5xx except 501.
     pub fn is_transient(&self) -> bool {
         match self {
-            VaultError::Status { status, .. } => matches!(status, 412 | 429) || (*status >= 500 && *status != 501),
+            VaultError::Status { status, .. } => {
+                matches!(status, 412 | 429) || (*status >= 500 && *status != 501)
+            }
             VaultError::Transport { .. } | VaultError::Decode { .. } => true,
             VaultError::Tls(_) => false,
         }
@@ -176,7 +178,9 @@ pub struct WrapInfo {
 
 impl std::fmt::Debug for WrapInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WrapInfo").field("creation_path", &self.creation_path).finish_non_exhaustive()
+        f.debug_struct("WrapInfo")
+            .field("creation_path", &self.creation_path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -186,7 +190,9 @@ pub struct SecretString(pub SecretValue);
 
 impl<'de> Deserialize<'de> for SecretString {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(SecretString(SecretValue::new(Option::<String>::deserialize(d)?.unwrap_or_default())))
+        Ok(SecretString(SecretValue::new(
+            Option::<String>::deserialize(d)?.unwrap_or_default(),
+        )))
     }
 }
 
@@ -231,7 +237,10 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(90))
             .redirect(reqwest::redirect::Policy::custom(|attempt| {
                 // Like Vault's own client: follow one redirect, never downgrade https to http.
-                let downgrade = attempt.previous().first().is_some_and(|p| p.scheme() == "https")
+                let downgrade = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|p| p.scheme() == "https")
                     && attempt.url().scheme() == "http";
                 if attempt.previous().len() > 1 || downgrade {
                     attempt.stop()
@@ -241,20 +250,28 @@ impl Client {
             }))
             .user_agent(concat!("vault-rotator/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &cfg.ca_cert {
-            let pem = std::fs::read(ca).map_err(|e| VaultError::Tls(format!("CA file {}: {e}", ca.display())))?;
+            let pem = std::fs::read(ca)
+                .map_err(|e| VaultError::Tls(format!("CA file {}: {e}", ca.display())))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| VaultError::Tls(format!("CA file {}: {e}", ca.display())))?;
             if certs.is_empty() {
-                return Err(VaultError::Tls(format!("CA file {}: no PEM certificate found", ca.display())));
+                return Err(VaultError::Tls(format!(
+                    "CA file {}: no PEM certificate found",
+                    ca.display()
+                )));
             }
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
         }
         if let (Some(cert), Some(key)) = (&cfg.client_cert, &cfg.client_key) {
-            let mut pem = std::fs::read(cert).map_err(|e| VaultError::Tls(format!("client cert {}: {e}", cert.display())))?;
+            let mut pem = std::fs::read(cert)
+                .map_err(|e| VaultError::Tls(format!("client cert {}: {e}", cert.display())))?;
             pem.push(b'\n');
-            pem.extend(std::fs::read(key).map_err(|e| VaultError::Tls(format!("client key {}: {e}", key.display())))?);
+            pem.extend(
+                std::fs::read(key)
+                    .map_err(|e| VaultError::Tls(format!("client key {}: {e}", key.display())))?,
+            );
             let identity = reqwest::Identity::from_pem(&pem)
                 .map_err(|e| VaultError::Tls(format!("client cert/key {}: {e}", cert.display())))?;
             builder = builder.identity(identity);
@@ -270,7 +287,9 @@ impl Client {
             builder = builder.resolve(name, resolved);
             base = url;
         }
-        let http = builder.build().map_err(|e| VaultError::Tls(e.to_string()))?;
+        let http = builder
+            .build()
+            .map_err(|e| VaultError::Tls(e.to_string()))?;
         Ok(Client {
             http,
             base,
@@ -296,11 +315,12 @@ impl Client {
             req = req.header("X-Vault-Namespace", ns);
         }
         if let Some(token) = token {
-            let mut value = HeaderValue::from_str(token.expose()).map_err(|_| VaultError::Decode {
-                method: method.clone(),
-                path: path.to_string(),
-                reason: "token contains characters not allowed in a header".into(),
-            })?;
+            let mut value =
+                HeaderValue::from_str(token.expose()).map_err(|_| VaultError::Decode {
+                    method: method.clone(),
+                    path: path.to_string(),
+                    reason: "token contains characters not allowed in a header".into(),
+                })?;
             value.set_sensitive(true);
             req = req.header("X-Vault-Token", value);
         }
@@ -350,11 +370,13 @@ impl Client {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(None);
             }
-            return serde_json::from_slice(bytes).map(Some).map_err(|e| VaultError::Decode {
-                method,
-                path: path.to_string(),
-                reason: format!("HTTP {}: invalid JSON ({})", status.as_u16(), e),
-            });
+            return serde_json::from_slice(bytes)
+                .map(Some)
+                .map_err(|e| VaultError::Decode {
+                    method,
+                    path: path.to_string(),
+                    reason: format!("HTTP {}: invalid JSON ({})", status.as_u16(), e),
+                });
         }
         #[derive(Deserialize, Default)]
         #[serde(default)]
@@ -389,14 +411,18 @@ impl Client {
 
     /// `GET /v1/<path>`: a secret read.
     pub async fn read(&self, token: &SecretValue, path: &str) -> Result<Envelope, VaultError> {
-        let env = self.request(Method::GET, path, Some(token), None, None).await?;
+        let env = self
+            .request(Method::GET, path, Some(token), None, None)
+            .await?;
         Self::require(Method::GET, path, env)
     }
 
     /// A login: `POST auth/<mount>/login[/<suffix>]` with the method's body.
     pub async fn login(&self, mount: &str, body: &Value) -> Result<Envelope, VaultError> {
         let path = format!("auth/{mount}/login");
-        let env = self.request(Method::POST, &path, None, Some(body), None).await?;
+        let env = self
+            .request(Method::POST, &path, None, Some(body), None)
+            .await?;
         Self::require(Method::POST, &path, env)
     }
 
@@ -414,46 +440,85 @@ impl Client {
         decode_data(Method::GET, path, env.data)
     }
 
-    pub async fn renew_self(&self, token: &SecretValue, increment: Duration) -> Result<Envelope, VaultError> {
+    pub async fn renew_self(
+        &self,
+        token: &SecretValue,
+        increment: Duration,
+    ) -> Result<Envelope, VaultError> {
         let path = "auth/token/renew-self";
         let body = serde_json::json!({ "increment": format!("{}s", increment.as_secs()) });
-        let env = self.request(Method::POST, path, Some(token), Some(&body), None).await?;
+        let env = self
+            .request(Method::POST, path, Some(token), Some(&body), None)
+            .await?;
         Self::require(Method::POST, path, env)
     }
 
     pub async fn revoke_self(&self, token: &SecretValue) -> Result<(), VaultError> {
-        self.request(Method::POST, "auth/token/revoke-self", Some(token), None, None)
-            .await
-            .map(|_| ())
+        self.request(
+            Method::POST,
+            "auth/token/revoke-self",
+            Some(token),
+            None,
+            None,
+        )
+        .await
+        .map(|_| ())
     }
 
-    pub async fn renew_lease(&self, token: &SecretValue, lease_id: &str, increment: Duration) -> Result<Envelope, VaultError> {
+    pub async fn renew_lease(
+        &self,
+        token: &SecretValue,
+        lease_id: &str,
+        increment: Duration,
+    ) -> Result<Envelope, VaultError> {
         let path = "sys/leases/renew";
         let body = serde_json::json!({ "lease_id": lease_id, "increment": increment.as_secs() });
-        let env = self.request(Method::PUT, path, Some(token), Some(&body), None).await?;
+        let env = self
+            .request(Method::PUT, path, Some(token), Some(&body), None)
+            .await?;
         Self::require(Method::PUT, path, env)
     }
 
-    pub async fn revoke_lease(&self, token: &SecretValue, lease_id: &str) -> Result<(), VaultError> {
+    pub async fn revoke_lease(
+        &self,
+        token: &SecretValue,
+        lease_id: &str,
+    ) -> Result<(), VaultError> {
         let body = serde_json::json!({ "lease_id": lease_id });
-        self.request(Method::PUT, "sys/leases/revoke", Some(token), Some(&body), None)
-            .await
-            .map(|_| ())
+        self.request(
+            Method::PUT,
+            "sys/leases/revoke",
+            Some(token),
+            Some(&body),
+            None,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// `POST <mount>/rotate-role/<role>` for a static database role.
     pub async fn rotate_role(&self, token: &SecretValue, path: &str) -> Result<(), VaultError> {
-        self.request(Method::POST, path, Some(token), None, None).await.map(|_| ())
+        self.request(Method::POST, path, Some(token), None, None)
+            .await
+            .map(|_| ())
     }
 
-    pub async fn mount_info(&self, token: &SecretValue, secret_path: &str) -> Result<MountInfo, VaultError> {
+    pub async fn mount_info(
+        &self,
+        token: &SecretValue,
+        secret_path: &str,
+    ) -> Result<MountInfo, VaultError> {
         let path = format!("sys/internal/ui/mounts/{secret_path}");
         let env = self.read(token, &path).await?;
         decode_data(Method::GET, &path, env.data)
     }
 }
 
-fn decode_data<T: DeserializeOwned>(method: Method, path: &str, data: serde_json::Map<String, Value>) -> Result<T, VaultError> {
+fn decode_data<T: DeserializeOwned>(
+    method: Method,
+    path: &str,
+    data: serde_json::Map<String, Value>,
+) -> Result<T, VaultError> {
     serde_json::from_value(Value::Object(data)).map_err(|e| VaultError::Decode {
         method,
         path: path.to_string(),
@@ -465,7 +530,11 @@ fn decode_data<T: DeserializeOwned>(method: Method, path: &str, data: serde_json
 /// needs (connection refused, certificate unknown, timed out).
 fn describe_reqwest(e: &reqwest::Error) -> String {
     use std::error::Error;
-    let mut parts = vec![if e.is_timeout() { "timed out".to_string() } else { e.to_string() }];
+    let mut parts = vec![if e.is_timeout() {
+        "timed out".to_string()
+    } else {
+        e.to_string()
+    }];
     let mut source = e.source();
     while let Some(s) = source {
         let text = s.to_string();
@@ -484,7 +553,10 @@ fn pin_server_name(addr: &str, name: &str) -> Result<(String, std::net::SocketAd
         .ok_or_else(|| VaultError::Tls(format!("{addr} has no scheme")))?;
     let hostport = rest.split('/').next().unwrap_or(rest);
     let default_port = if scheme == "https" { 443 } else { 80 };
-    let with_port = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let with_port = if hostport
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         hostport.to_string()
     } else {
         format!("{hostport}:{default_port}")
@@ -515,13 +587,25 @@ mod tests {
     }
 
     fn status_err(status: u16, msg: &str) -> VaultError {
-        VaultError::Status { method: Method::GET, path: "p".into(), status, errors: vec![msg.into()], retry_after: None }
+        VaultError::Status {
+            method: Method::GET,
+            path: "p".into(),
+            status,
+            errors: vec![msg.into()],
+            retry_after: None,
+        }
     }
 
     #[test]
     fn classifies_vault_errors() {
-        assert!(status_err(403, "2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n").is_invalid_token());
-        assert!(!status_err(403, "1 error occurred:\n\t* permission denied\n\n").is_invalid_token());
+        assert!(status_err(
+            403,
+            "2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"
+        )
+        .is_invalid_token());
+        assert!(
+            !status_err(403, "1 error occurred:\n\t* permission denied\n\n").is_invalid_token()
+        );
         assert!(status_err(400, "lease not found").is_lease_gone());
         assert!(status_err(400, "lease expired").is_lease_gone());
         assert!(status_err(429, "x").is_transient());
@@ -529,12 +613,18 @@ mod tests {
         assert!(!status_err(501, "x").is_transient());
         assert!(!status_err(400, "x").is_transient());
         let shown = status_err(403, "1 error occurred:\n\t* permission denied\n\n").to_string();
-        assert_eq!(shown, "GET p: HTTP 403: 1 error occurred: * permission denied");
+        assert_eq!(
+            shown,
+            "GET p: HTTP 403: 1 error occurred: * permission denied"
+        );
     }
 
     #[test]
     fn auth_block_debug_hides_token() {
-        let a: AuthBlock = serde_json::from_str(r#"{"client_token":"hvs.topsecret","accessor":"acc","lease_duration":5}"#).unwrap();
+        let a: AuthBlock = serde_json::from_str(
+            r#"{"client_token":"hvs.topsecret","accessor":"acc","lease_duration":5}"#,
+        )
+        .unwrap();
         assert!(!format!("{a:?}").contains("topsecret"));
         assert_eq!(a.client_token.0.expose(), "hvs.topsecret");
     }

@@ -24,16 +24,32 @@ pub trait Backend: Send + Sync + 'static {
     fn relogin(&self, stale: u64) -> impl Future<Output = Result<Arc<Token>, AuthError>> + Send;
     /// Ticks whenever a new token is in place.
     fn token_changes(&self) -> watch::Receiver<u64>;
-    fn read(&self, token: &SecretValue, path: &str) -> impl Future<Output = Result<Envelope, VaultError>> + Send;
+    fn read(
+        &self,
+        token: &SecretValue,
+        path: &str,
+    ) -> impl Future<Output = Result<Envelope, VaultError>> + Send;
     fn renew_lease(
         &self,
         token: &SecretValue,
         lease_id: &str,
         increment: Duration,
     ) -> impl Future<Output = Result<Envelope, VaultError>> + Send;
-    fn revoke_lease(&self, token: &SecretValue, lease_id: &str) -> impl Future<Output = Result<(), VaultError>> + Send;
-    fn rotate_role(&self, token: &SecretValue, path: &str) -> impl Future<Output = Result<(), VaultError>> + Send;
-    fn mount_info(&self, token: &SecretValue, path: &str) -> impl Future<Output = Result<MountInfo, VaultError>> + Send;
+    fn revoke_lease(
+        &self,
+        token: &SecretValue,
+        lease_id: &str,
+    ) -> impl Future<Output = Result<(), VaultError>> + Send;
+    fn rotate_role(
+        &self,
+        token: &SecretValue,
+        path: &str,
+    ) -> impl Future<Output = Result<(), VaultError>> + Send;
+    fn mount_info(
+        &self,
+        token: &SecretValue,
+        path: &str,
+    ) -> impl Future<Output = Result<MountInfo, VaultError>> + Send;
 }
 
 /// The real Vault behind a [`Client`] and an [`Auth`].
@@ -59,7 +75,12 @@ impl Backend for Live {
         self.client.read(token, path).await
     }
 
-    async fn renew_lease(&self, token: &SecretValue, lease_id: &str, increment: Duration) -> Result<Envelope, VaultError> {
+    async fn renew_lease(
+        &self,
+        token: &SecretValue,
+        lease_id: &str,
+        increment: Duration,
+    ) -> Result<Envelope, VaultError> {
         self.client.renew_lease(token, lease_id, increment).await
     }
 

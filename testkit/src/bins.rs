@@ -8,8 +8,13 @@ use std::process::Command;
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().expect("executable has a parent dir");
-    if dir.file_name().is_some_and(|n| n == "deps" || n == "examples") {
-        dir.parent().expect("deps/examples has a parent").to_path_buf()
+    if dir
+        .file_name()
+        .is_some_and(|n| n == "deps" || n == "examples")
+    {
+        dir.parent()
+            .expect("deps/examples has a parent")
+            .to_path_buf()
     } else {
         dir.to_path_buf()
     }

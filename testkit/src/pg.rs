@@ -110,7 +110,14 @@ impl PgCluster {
             .command("initdb")
             .arg("-D")
             .arg(self.data_dir())
-            .args(["-U", SUPERUSER, "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"])
+            .args([
+                "-U",
+                SUPERUSER,
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ])
             .arg(format!("--pwfile={}", pwfile.display()))
             .stdin(Stdio::null())
             .output()
@@ -214,7 +221,11 @@ fn quote_conn_value(v: &str) -> String {
 }
 
 fn find_bin_dir() -> Option<PathBuf> {
-    let has_all = |d: &Path| ["initdb", "postgres", "pg_ctl"].iter().all(|b| d.join(b).exists());
+    let has_all = |d: &Path| {
+        ["initdb", "postgres", "pg_ctl"]
+            .iter()
+            .all(|b| d.join(b).exists())
+    };
     if let Some(path) = std::env::var_os("PATH") {
         for d in std::env::split_paths(&path) {
             if has_all(&d) {
@@ -242,7 +253,11 @@ fn is_root() -> bool {
     // The uid of a file we just created is our effective uid; avoids libc.
     let probe = tempfile::NamedTempFile::new().expect("temp file");
     use std::os::unix::fs::MetadataExt;
-    probe.as_file().metadata().map(|m| m.uid() == 0).unwrap_or(false)
+    probe
+        .as_file()
+        .metadata()
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 fn user_ids(user: &str) -> (u32, u32) {
@@ -286,17 +301,35 @@ mod tests {
         let pg = PgCluster::start();
         assert!(pg.port() > 0);
         let psql = pg.bin_dir.join("psql");
-        let psql = if psql.exists() { psql } else { PathBuf::from("psql") };
+        let psql = if psql.exists() {
+            psql
+        } else {
+            PathBuf::from("psql")
+        };
         let run = |pw: &str| {
             Command::new(&psql)
-                .args(["-h", "127.0.0.1", "-U", SUPERUSER, "-d", "postgres", "-tAc", "select 1", "-p"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    SUPERUSER,
+                    "-d",
+                    "postgres",
+                    "-tAc",
+                    "select 1",
+                    "-p",
+                ])
                 .arg(pg.port().to_string())
                 .env("PGPASSWORD", pw)
                 .output()
                 .expect("run psql")
         };
         let ok = run(pg.superuser_password());
-        assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
         assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "1");
         let bad = run("wrong-password");
         assert!(!bad.status.success());

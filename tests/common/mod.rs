@@ -11,9 +11,10 @@ use serde_json::{json, Value};
 use testkit::devvault::DevVault;
 use testkit::pg::PgCluster;
 
+/// Fields drop in order: devvault goes before the database it talks to.
 pub struct Stack {
-    pub pg: PgCluster,
     pub vault: DevVault,
+    pub pg: PgCluster,
     pub http: reqwest::Client,
 }
 
@@ -26,9 +27,18 @@ impl Stack {
     pub async fn start() -> Stack {
         let pg = PgCluster::start();
         let vault = DevVault::start(&[]);
-        let stack = Stack { pg, vault, http: reqwest::Client::new() };
-        stack.api("POST", "sys/mounts/database", json!({"type": "database"})).await;
-        let url = format!("postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres", stack.pg.port());
+        let stack = Stack {
+            vault,
+            pg,
+            http: reqwest::Client::new(),
+        };
+        stack
+            .api("POST", "sys/mounts/database", json!({"type": "database"}))
+            .await;
+        let url = format!(
+            "postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres",
+            stack.pg.port()
+        );
         stack
             .api(
                 "POST",
@@ -67,12 +77,23 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
 
     /// A Vault API call with the root token; panics with Vault's answer when it fails.
     pub async fn api(&self, method: &str, path: &str, body: Value) -> Value {
-        self.api_with(method, path, body, self.vault.root_token(), &[]).await
+        self.api_with(method, path, body, self.vault.root_token(), &[])
+            .await
     }
 
-    pub async fn api_with(&self, method: &str, path: &str, body: Value, token: &str, headers: &[(&str, &str)]) -> Value {
+    pub async fn api_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Value,
+        token: &str,
+        headers: &[(&str, &str)],
+    ) -> Value {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.http.request(m, format!("{}/v1/{path}", self.addr())).header("X-Vault-Token", token);
+        let mut req = self
+            .http
+            .request(m, format!("{}/v1/{path}", self.addr()))
+            .header("X-Vault-Token", token);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -93,7 +114,9 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
     /// The test control API of devvault.
     pub async fn control(&self, method: &str, path: &str, body: Value) -> Value {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.http.request(m, format!("{}/__devvault/{path}", self.addr()));
+        let mut req = self
+            .http
+            .request(m, format!("{}/__devvault/{path}", self.addr()));
         if !body.is_null() {
             req = req.json(&body);
         }
@@ -115,18 +138,23 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
 
     /// An AppRole `app` with the `app` policy; returns (role_id, secret_id).
     pub async fn approle(&self, token_ttl: &str, token_max_ttl: &str) -> (String, String) {
-        self.api("POST", "sys/auth/approle", json!({"type": "approle"})).await;
+        self.api("POST", "sys/auth/approle", json!({"type": "approle"}))
+            .await;
         self.api(
             "POST",
             "auth/approle/role/app",
             json!({"token_policies": ["app"], "token_ttl": token_ttl, "token_max_ttl": token_max_ttl}),
         )
         .await;
-        let role_id = self.api("GET", "auth/approle/role/app/role-id", Value::Null).await["data"]["role_id"]
+        let role_id = self
+            .api("GET", "auth/approle/role/app/role-id", Value::Null)
+            .await["data"]["role_id"]
             .as_str()
             .unwrap()
             .to_string();
-        let secret_id = self.api("POST", "auth/approle/role/app/secret-id", json!({})).await["data"]["secret_id"]
+        let secret_id = self
+            .api("POST", "auth/approle/role/app/secret-id", json!({}))
+            .await["data"]["secret_id"]
             .as_str()
             .unwrap()
             .to_string();
@@ -139,7 +167,11 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
         match tokio_postgres::connect(&conn, tokio_postgres::NoTls).await {
             Ok((client, connection)) => {
                 let h = tokio::spawn(connection);
-                let r = client.simple_query("SELECT 1").await.map(|_| ()).map_err(|e| e.to_string());
+                let r = client
+                    .simple_query("SELECT 1")
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
                 drop(client);
                 let _ = h.await;
                 r
@@ -150,11 +182,19 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
 
     /// Whether a role exists in PostgreSQL.
     pub async fn pg_role_exists(&self, user: &str) -> bool {
-        let (client, connection) = tokio_postgres::connect(&self.pg.conn_string(self.pg.superuser(), self.pg.superuser_password()), tokio_postgres::NoTls)
+        let (client, connection) = tokio_postgres::connect(
+            &self
+                .pg
+                .conn_string(self.pg.superuser(), self.pg.superuser_password()),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        let h = tokio::spawn(connection);
+        let rows = client
+            .query("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user])
             .await
             .unwrap();
-        let h = tokio::spawn(connection);
-        let rows = client.query("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user]).await.unwrap();
         drop(client);
         let _ = h.await;
         !rows.is_empty()
@@ -162,11 +202,22 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
 
     /// Login roles created by the database engine (Vault's `v-` names).
     pub async fn pg_dynamic_roles(&self) -> Vec<String> {
-        let (client, connection) = tokio_postgres::connect(&self.pg.conn_string(self.pg.superuser(), self.pg.superuser_password()), tokio_postgres::NoTls)
+        let (client, connection) = tokio_postgres::connect(
+            &self
+                .pg
+                .conn_string(self.pg.superuser(), self.pg.superuser_password()),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        let h = tokio::spawn(connection);
+        let rows = client
+            .query(
+                "SELECT rolname::text FROM pg_roles WHERE rolname LIKE 'v-%' ORDER BY 1",
+                &[],
+            )
             .await
             .unwrap();
-        let h = tokio::spawn(connection);
-        let rows = client.query("SELECT rolname::text FROM pg_roles WHERE rolname LIKE 'v-%' ORDER BY 1", &[]).await.unwrap();
         drop(client);
         let _ = h.await;
         rows.iter().map(|r| r.get::<_, String>(0)).collect()
@@ -174,7 +225,11 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The agent binary as a child process; killed on drop. stderr goes to a file so tests can
@@ -192,7 +247,16 @@ impl AgentProc {
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_vault-rotator"))
             .args(args)
-            .args(["--listen", &listen, "--splay", "0s", "--backoff-min", "200ms", "--backoff-max", "2s"])
+            .args([
+                "--listen",
+                &listen,
+                "--splay",
+                "0s",
+                "--backoff-min",
+                "200ms",
+                "--backoff-max",
+                "2s",
+            ])
             .env_clear()
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
@@ -212,7 +276,10 @@ impl AgentProc {
     }
 
     pub async fn status(&self, path: &str) -> Option<u16> {
-        reqwest::get(self.url(path)).await.ok().map(|r| r.status().as_u16())
+        reqwest::get(self.url(path))
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
     }
 
     /// Waits for `/ready` to answer 200.
@@ -231,7 +298,10 @@ impl AgentProc {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -243,7 +313,10 @@ impl AgentProc {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s.code().unwrap_or(-1);
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "agent did not stop on SIGTERM");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "agent did not stop on SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -263,7 +336,9 @@ pub fn read_cred(path: &Path) -> Option<Value> {
 }
 
 pub fn s(v: &Value, k: &str) -> String {
-    v[k].as_str().unwrap_or_else(|| panic!("{k} missing in {v}")).to_string()
+    v[k].as_str()
+        .unwrap_or_else(|| panic!("{k} missing in {v}"))
+        .to_string()
 }
 
 /// Polls `f` until it returns Some, or panics after `limit`.
@@ -277,7 +352,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -53,7 +53,10 @@ impl Approle {
     }
 
     fn by_role_id(&self, role_id: &str) -> Option<String> {
-        self.roles.iter().find(|(_, r)| r.role_id == role_id).map(|(n, _)| n.clone())
+        self.roles
+            .iter()
+            .find(|(_, r)| r.role_id == role_id)
+            .map(|(n, _)| n.clone())
     }
 }
 
@@ -68,7 +71,11 @@ fn mount_state<'a>(core: &'a mut Core, mount: &str) -> ApiResult<&'a mut Approle
 pub fn handle(core: &mut Core, req: &mut Req, mount: &str, sub: &str) -> ApiResult<Reply> {
     let write = matches!(req.op, Op::Update | Op::Create);
     if sub == "login" {
-        return if write { do_login(core, req, mount) } else { Err(ApiError::unsupported_operation()) };
+        return if write {
+            do_login(core, req, mount)
+        } else {
+            Err(ApiError::unsupported_operation())
+        };
     }
     if sub == "role/" || sub == "role" {
         if req.op != Op::List {
@@ -81,7 +88,9 @@ pub fn handle(core: &mut Core, req: &mut Req, mount: &str, sub: &str) -> ApiResu
         }
         return Ok(Reply::Logical(Logical::data(json!({ "keys": keys }))));
     }
-    let Some(rest) = sub.strip_prefix("role/") else { return Err(ApiError::unsupported_path()) };
+    let Some(rest) = sub.strip_prefix("role/") else {
+        return Err(ApiError::unsupported_path());
+    };
     let (name, tail) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i + 1..]),
         None => (rest, ""),
@@ -91,8 +100,13 @@ pub fn handle(core: &mut Core, req: &mut Req, mount: &str, sub: &str) -> ApiResu
     match tail {
         "" => role(a, req, &name),
         "role-id" => role_id(a, req, &name),
-        "secret-id" | "custom-secret-id" | "secret-id/" => secret_id(a, req, &name, tail == "custom-secret-id"),
-        "secret-id/lookup" | "secret-id/destroy" | "secret-id-accessor/lookup" | "secret-id-accessor/destroy"
+        "secret-id" | "custom-secret-id" | "secret-id/" => {
+            secret_id(a, req, &name, tail == "custom-secret-id")
+        }
+        "secret-id/lookup"
+        | "secret-id/destroy"
+        | "secret-id-accessor/lookup"
+        | "secret-id-accessor/destroy"
             if write =>
         {
             secret_id_manage(a, req, &name, tail)
@@ -133,7 +147,9 @@ fn role(a: &mut Approle, req: &Req, name: &str) -> ApiResult<Reply> {
             if let Some(v) = d.get("secret_id_num_uses") {
                 r.secret_id_num_uses = util::parse_int(v).map_err(ApiError::bad_request)?;
                 if r.secret_id_num_uses < 0 {
-                    return Err(ApiError::bad_request("secret_id_num_uses cannot be negative"));
+                    return Err(ApiError::bad_request(
+                        "secret_id_num_uses cannot be negative",
+                    ));
                 }
             }
             if let Some(v) = d.get("secret_id_ttl") {
@@ -156,7 +172,9 @@ fn role(a: &mut Approle, req: &Req, name: &str) -> ApiResult<Reply> {
 fn role_id(a: &mut Approle, req: &Req, name: &str) -> ApiResult<Reply> {
     let r = a.roles.get_mut(name).ok_or_else(ApiError::not_found)?;
     match req.op {
-        Op::Read => Ok(Reply::Logical(Logical::data(json!({ "role_id": r.role_id })))),
+        Op::Read => Ok(Reply::Logical(Logical::data(
+            json!({ "role_id": r.role_id }),
+        ))),
         Op::Update | Op::Create => {
             let id = str_field(&req.data, "role_id");
             if id.is_empty() {
@@ -187,9 +205,10 @@ fn secret_id(a: &mut Approle, req: &Req, name: &str, custom: bool) -> ApiResult<
             let metadata: BTreeMap<String, String> = match d.get("metadata") {
                 Some(Value::String(s)) if !s.is_empty() => serde_json::from_str(s)
                     .map_err(|_| ApiError::bad_request("failed to parse metadata: invalid JSON"))?,
-                Some(Value::Object(m)) => {
-                    m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect()
-                }
+                Some(Value::Object(m)) => m
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect(),
                 _ => BTreeMap::new(),
             };
             let ttl = match d.get("ttl") {
@@ -255,7 +274,10 @@ fn secret_id_manage(a: &mut Approle, req: &Req, name: &str, tail: &str) -> ApiRe
     let by_accessor = tail.starts_with("secret-id-accessor");
     let key = if by_accessor {
         let acc = str_field(&req.data, "secret_id_accessor");
-        r.secret_ids.iter().find(|(_, s)| s.accessor == acc).map(|(k, _)| k.clone())
+        r.secret_ids
+            .iter()
+            .find(|(_, s)| s.accessor == acc)
+            .map(|(k, _)| k.clone())
     } else {
         let s = str_field(&req.data, "secret_id").to_string();
         r.secret_ids.contains_key(&s).then_some(s)
@@ -268,7 +290,9 @@ fn secret_id_manage(a: &mut Approle, req: &Req, name: &str, tail: &str) -> ApiRe
     }
     match key.and_then(|k| r.secret_ids.get(&k)) {
         Some(s) => Ok(Reply::Logical(Logical::data(secret_id_lookup_data(s)))),
-        None if by_accessor => Err(ApiError::bad_request("failed to find accessor entry for secret_id_accessor")),
+        None if by_accessor => Err(ApiError::bad_request(
+            "failed to find accessor entry for secret_id_accessor",
+        )),
         None => Ok(Reply::NoContent),
     }
 }
@@ -281,8 +305,13 @@ fn do_login(core: &mut Core, req: &Req, mount: &str) -> ApiResult<Reply> {
     let secret = str_field(&req.data, "secret_id").to_string();
     let now = SystemTime::now();
     let a = mount_state(core, mount)?;
-    let name = a.by_role_id(&role_id).ok_or_else(|| ApiError::bad_request(INVALID_CREDS))?;
-    let r = a.roles.get_mut(&name).ok_or_else(|| ApiError::bad_request(INVALID_CREDS))?;
+    let name = a
+        .by_role_id(&role_id)
+        .ok_or_else(|| ApiError::bad_request(INVALID_CREDS))?;
+    let r = a
+        .roles
+        .get_mut(&name)
+        .ok_or_else(|| ApiError::bad_request(INVALID_CREDS))?;
     let mut metadata = BTreeMap::new();
     if r.bind_secret_id {
         if secret.is_empty() {
@@ -305,6 +334,12 @@ fn do_login(core: &mut Core, req: &Req, mount: &str) -> ApiResult<Reply> {
     let params = r.token.clone();
     login(
         core,
-        LoginGrant { mount, params: &params, metadata, display_name: String::new(), alias: role_id },
+        LoginGrant {
+            mount,
+            params: &params,
+            metadata,
+            display_name: String::new(),
+            alias: role_id,
+        },
     )
 }

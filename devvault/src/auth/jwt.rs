@@ -91,12 +91,17 @@ fn config(j: &mut Jwt, req: &Req) -> ApiResult<Reply> {
         }
         Op::Update | Op::Create => {
             let d = &req.data;
-            if !str_field(d, "jwks_url").is_empty() || !str_field(d, "oidc_discovery_url").is_empty() {
+            if !str_field(d, "jwks_url").is_empty()
+                || !str_field(d, "oidc_discovery_url").is_empty()
+            {
                 return Err(ApiError::bad_request(
                     "devvault supports only jwt_validation_pubkeys (no jwks_url / oidc_discovery_url)",
                 ));
             }
-            let pubkeys = d.get("jwt_validation_pubkeys").map(util::comma_list_pem).unwrap_or_default();
+            let pubkeys = d
+                .get("jwt_validation_pubkeys")
+                .map(util::comma_list_pem)
+                .unwrap_or_default();
             if pubkeys.is_empty() {
                 return Err(ApiError::bad_request(
                     "exactly one of 'jwt_validation_pubkeys', 'jwks_url' or 'oidc_discovery_url' must be set",
@@ -123,12 +128,23 @@ fn role(j: &mut Jwt, req: &Req, name: &str) -> ApiResult<Reply> {
             let mut m = Map::new();
             m.insert("allowed_redirect_uris".into(), json!([]));
             m.insert("bound_audiences".into(), json!(r.bound_audiences));
-            m.insert("bound_claims".into(), if r.bound_claims.is_empty() { Value::Null } else { json!(r.bound_claims) });
+            m.insert(
+                "bound_claims".into(),
+                if r.bound_claims.is_empty() {
+                    Value::Null
+                } else {
+                    json!(r.bound_claims)
+                },
+            );
             m.insert("bound_claims_type".into(), json!("string"));
             m.insert("bound_subject".into(), json!(r.bound_subject));
             m.insert(
                 "claim_mappings".into(),
-                if r.claim_mappings.is_empty() { Value::Null } else { json!(r.claim_mappings) },
+                if r.claim_mappings.is_empty() {
+                    Value::Null
+                } else {
+                    json!(r.claim_mappings)
+                },
             );
             m.insert("clock_skew_leeway".into(), json!(r.clock_skew_leeway));
             m.insert("expiration_leeway".into(), json!(150));
@@ -167,15 +183,21 @@ fn role(j: &mut Jwt, req: &Req, name: &str) -> ApiResult<Reply> {
                 r.bound_claims = m.clone();
             }
             if let Some(Value::Object(m)) = d.get("claim_mappings") {
-                r.claim_mappings =
-                    m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect();
+                r.claim_mappings = m
+                    .iter()
+                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                    .collect();
             }
             if let Some(v) = d.get("clock_skew_leeway") {
-                r.clock_skew_leeway = util::parse_duration(v).map_err(ApiError::bad_request)?.as_secs();
+                r.clock_skew_leeway = util::parse_duration(v)
+                    .map_err(ApiError::bad_request)?
+                    .as_secs();
             }
             r.token.update(d)?;
             if r.user_claim.is_empty() {
-                return Err(ApiError::bad_request("a user claim must be defined on the role"));
+                return Err(ApiError::bad_request(
+                    "a user claim must be defined on the role",
+                ));
             }
             if r.role_type == "jwt"
                 && r.bound_audiences.is_empty()
@@ -200,7 +222,14 @@ fn role(j: &mut Jwt, req: &Req, name: &str) -> ApiResult<Reply> {
 fn claim_values(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a.iter().map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| x.to_string())
+            })
+            .collect(),
         Some(Value::Null) | None => Vec::new(),
         Some(other) => vec![other.to_string()],
     }
@@ -212,7 +241,10 @@ fn invalid(msg: &str) -> ApiError {
 
 fn do_login(core: &mut Core, req: &Req, mount: &str) -> ApiResult<Reply> {
     let j = mount_state(core, mount)?;
-    let cfg = j.config.clone().ok_or_else(|| ApiError::bad_request("could not load configuration"))?;
+    let cfg = j
+        .config
+        .clone()
+        .ok_or_else(|| ApiError::bad_request("could not load configuration"))?;
     let mut role_name = str_field(&req.data, "role").to_string();
     if role_name.is_empty() {
         role_name = cfg.default_role.clone();
@@ -220,13 +252,14 @@ fn do_login(core: &mut Core, req: &Req, mount: &str) -> ApiResult<Reply> {
     if role_name.is_empty() {
         return Err(ApiError::bad_request("missing role"));
     }
-    let role = j
-        .roles
-        .get(&role_name)
-        .cloned()
-        .ok_or_else(|| ApiError::bad_request(format!("role {role_name:?} could not be found")))?;
+    let role =
+        j.roles.get(&role_name).cloned().ok_or_else(|| {
+            ApiError::bad_request(format!("role {role_name:?} could not be found"))
+        })?;
     if role.role_type == "oidc" {
-        return Err(ApiError::bad_request("role with oidc role_type is not allowed"));
+        return Err(ApiError::bad_request(
+            "role with oidc role_type is not allowed",
+        ));
     }
     let token = str_field(&req.data, "jwt");
     if token.is_empty() {
@@ -238,21 +271,31 @@ fn do_login(core: &mut Core, req: &Req, mount: &str) -> ApiResult<Reply> {
         JwtError::NotYetValid => invalid("error validating claims: validation failed, token not valid yet (nbf)"),
         other => invalid(&other.to_string()),
     })?;
-    if !cfg.bound_issuer.is_empty() && claims.get("iss").and_then(Value::as_str) != Some(cfg.bound_issuer.as_str()) {
-        return Err(invalid("error validating claims: validation failed, invalid issuer claim (iss)"));
+    if !cfg.bound_issuer.is_empty()
+        && claims.get("iss").and_then(Value::as_str) != Some(cfg.bound_issuer.as_str())
+    {
+        return Err(invalid(
+            "error validating claims: validation failed, invalid issuer claim (iss)",
+        ));
     }
     let aud = claim_values(claims.get("aud"));
     if role.bound_audiences.is_empty() {
         if !aud.is_empty() {
-            return Err(ApiError::bad_request("audience claim found in JWT but no audiences bound to the role"));
+            return Err(ApiError::bad_request(
+                "audience claim found in JWT but no audiences bound to the role",
+            ));
         }
     } else if !aud.iter().any(|a| role.bound_audiences.contains(a)) {
         return Err(invalid(
             "error validating claims: invalid audience (aud) claim: audience claim does not match any expected audience",
         ));
     }
-    if !role.bound_subject.is_empty() && claims.get("sub").and_then(Value::as_str) != Some(role.bound_subject.as_str()) {
-        return Err(ApiError::bad_request("sub claim does not match expected value"));
+    if !role.bound_subject.is_empty()
+        && claims.get("sub").and_then(Value::as_str) != Some(role.bound_subject.as_str())
+    {
+        return Err(ApiError::bad_request(
+            "sub claim does not match expected value",
+        ));
     }
     for (k, want) in &role.bound_claims {
         let allowed = claim_values(Some(want));
@@ -264,13 +307,32 @@ fn do_login(core: &mut Core, req: &Req, mount: &str) -> ApiResult<Reply> {
     let user = match claims.get(&role.user_claim) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
-        _ => return Err(ApiError::bad_request(format!("claim {:?} not found in token", role.user_claim))),
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "claim {:?} not found in token",
+                role.user_claim
+            )))
+        }
     };
     let mut metadata = BTreeMap::from([("role".to_string(), role_name.clone())]);
     for (claim, meta_key) in &role.claim_mappings {
         if let Some(v) = claims.get(claim) {
-            metadata.insert(meta_key.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+            metadata.insert(
+                meta_key.clone(),
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string()),
+            );
         }
     }
-    login(core, LoginGrant { mount, params: &role.token, metadata, display_name: user.clone(), alias: user })
+    login(
+        core,
+        LoginGrant {
+            mount,
+            params: &role.token,
+            metadata,
+            display_name: user.clone(),
+            alias: user,
+        },
+    )
 }

@@ -92,10 +92,15 @@ fn config(k: &mut Kubernetes, req: &Req) -> ApiResult<Reply> {
             if host.is_empty() {
                 return Err(ApiError::bad_request("no host provided"));
             }
-            let pem_keys = d.get("pem_keys").map(util::comma_list_pem).unwrap_or_default();
+            let pem_keys = d
+                .get("pem_keys")
+                .map(util::comma_list_pem)
+                .unwrap_or_default();
             for p in &pem_keys {
                 if !pem_is_public_key(p) {
-                    return Err(ApiError::bad_request("data does not contain any valid RSA or ECDSA public keys"));
+                    return Err(ApiError::bad_request(
+                        "data does not contain any valid RSA or ECDSA public keys",
+                    ));
                 }
             }
             k.config = Some(Config {
@@ -130,12 +135,19 @@ fn role(k: &mut Kubernetes, req: &Req, name: &str) -> ApiResult<Reply> {
             let mut m = Map::new();
             m.insert(
                 "alias_name_source".into(),
-                json!(if r.alias_name_source.is_empty() { "serviceaccount_uid" } else { &r.alias_name_source }),
+                json!(if r.alias_name_source.is_empty() {
+                    "serviceaccount_uid"
+                } else {
+                    &r.alias_name_source
+                }),
             );
             m.insert("audience".into(), json!(r.audience));
             m.insert("bound_service_account_names".into(), json!(r.names));
             m.insert("bound_service_account_namespace_selector".into(), json!(""));
-            m.insert("bound_service_account_namespaces".into(), json!(r.namespaces));
+            m.insert(
+                "bound_service_account_namespaces".into(),
+                json!(r.namespaces),
+            );
             r.token.populate(&mut m);
             Ok(Reply::Logical(Logical::data(Value::Object(m))))
         }
@@ -156,10 +168,14 @@ fn role(k: &mut Kubernetes, req: &Req, name: &str) -> ApiResult<Reply> {
             }
             r.token.update(d)?;
             if r.names.is_empty() {
-                return Err(ApiError::bad_request("\"bound_service_account_names\" can not be empty"));
+                return Err(ApiError::bad_request(
+                    "\"bound_service_account_names\" can not be empty",
+                ));
             }
             if r.namespaces.is_empty() {
-                return Err(ApiError::bad_request("\"bound_service_account_namespaces\" can not be empty"));
+                return Err(ApiError::bad_request(
+                    "\"bound_service_account_namespaces\" can not be empty",
+                ));
             }
             k.roles.insert(name.to_string(), r);
             Ok(Reply::NoContent)
@@ -190,7 +206,11 @@ fn service_account(c: &Map<String, Value>) -> Option<ServiceAccount> {
         return Some(ServiceAccount {
             name: sa.get("name")?.as_str()?.to_string(),
             namespace: k8s.get("namespace")?.as_str()?.to_string(),
-            uid: sa.get("uid").and_then(Value::as_str).unwrap_or("").to_string(),
+            uid: sa
+                .get("uid")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
             secret_name: String::new(),
         });
     }
@@ -221,7 +241,11 @@ fn service_account(c: &Map<String, Value>) -> Option<ServiceAccount> {
 fn audiences(c: &Map<String, Value>) -> Vec<String> {
     match c.get("aud") {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -241,13 +265,19 @@ fn do_login(core: &mut Core, req: &Req, mount: &str) -> ApiResult<Reply> {
         .get(&role_name)
         .cloned()
         .ok_or_else(|| ApiError::bad_request(format!("invalid role name {role_name:?}")))?;
-    let cfg = k.config.clone().ok_or_else(|| ApiError::bad_request("could not load backend configuration"))?;
+    let cfg = k
+        .config
+        .clone()
+        .ok_or_else(|| ApiError::bad_request("could not load backend configuration"))?;
     let denied = || ApiError::new(403, "permission denied");
     let claims = verify_jwt(&jwt, &cfg.pem_keys, 60).map_err(|e| {
         tracing::debug!(error = %e, "kubernetes login: JWT rejected");
         denied()
     })?;
-    if !cfg.disable_iss_validation && !cfg.issuer.is_empty() && claim_str(&claims, "iss") != cfg.issuer {
+    if !cfg.disable_iss_validation
+        && !cfg.issuer.is_empty()
+        && claim_str(&claims, "iss") != cfg.issuer
+    {
         return Err(denied());
     }
     if !role.audience.is_empty() && !audiences(&claims).contains(&role.audience) {
@@ -263,8 +293,14 @@ fn do_login(core: &mut Core, req: &Req, mount: &str) -> ApiResult<Reply> {
     let metadata = BTreeMap::from([
         ("role".to_string(), role_name.clone()),
         ("service_account_name".to_string(), sa.name.clone()),
-        ("service_account_namespace".to_string(), sa.namespace.clone()),
-        ("service_account_secret_name".to_string(), sa.secret_name.clone()),
+        (
+            "service_account_namespace".to_string(),
+            sa.namespace.clone(),
+        ),
+        (
+            "service_account_secret_name".to_string(),
+            sa.secret_name.clone(),
+        ),
         ("service_account_uid".to_string(), sa.uid.clone()),
     ]);
     let alias = if role.alias_name_source == "serviceaccount_name" || sa.uid.is_empty() {

@@ -35,7 +35,9 @@ pub struct TokenParams {
 fn dur(d: &Map<String, Value>, keys: &[&str]) -> ApiResult<Option<Duration>> {
     for k in keys {
         if let Some(v) = d.get(*k) {
-            return util::parse_duration(v).map(Some).map_err(ApiError::bad_request);
+            return util::parse_duration(v)
+                .map(Some)
+                .map_err(ApiError::bad_request);
         }
     }
     Ok(None)
@@ -72,7 +74,9 @@ impl TokenParams {
             self.token_type = v.to_string();
         }
         if !self.max_ttl.is_zero() && self.ttl > self.max_ttl {
-            return Err(ApiError::bad_request("\"token_ttl\" value must be less than \"token_max_ttl\" value"));
+            return Err(ApiError::bad_request(
+                "'token_ttl' cannot be greater than 'token_max_ttl'",
+            ));
         }
         Ok(())
     }
@@ -80,15 +84,25 @@ impl TokenParams {
     /// `PopulateTokenData`: the fields a role read returns.
     pub fn populate(&self, m: &mut Map<String, Value>) {
         m.insert("token_bound_cidrs".into(), json!([]));
-        m.insert("token_explicit_max_ttl".into(), json!(util::secs(self.explicit_max_ttl)));
+        m.insert(
+            "token_explicit_max_ttl".into(),
+            json!(util::secs(self.explicit_max_ttl)),
+        );
         m.insert("token_max_ttl".into(), json!(util::secs(self.max_ttl)));
-        m.insert("token_no_default_policy".into(), json!(self.no_default_policy));
+        m.insert(
+            "token_no_default_policy".into(),
+            json!(self.no_default_policy),
+        );
         m.insert("token_num_uses".into(), json!(self.num_uses));
         m.insert("token_period".into(), json!(util::secs(self.period)));
         m.insert("token_policies".into(), json!(self.policies));
         m.insert(
             "token_type".into(),
-            json!(if self.token_type.is_empty() { "default" } else { &self.token_type }),
+            json!(if self.token_type.is_empty() {
+                "default"
+            } else {
+                &self.token_type
+            }),
         );
         m.insert("token_ttl".into(), json!(util::secs(self.ttl)));
         if self.legacy_policies {
@@ -110,10 +124,16 @@ pub struct LoginGrant<'a> {
 
 /// Issues the login token and builds the response.
 pub fn login(core: &mut Core, g: LoginGrant<'_>) -> ApiResult<Reply> {
-    let accessor = core.auth_mounts.get(g.mount).map(|m| m.accessor.clone()).unwrap_or_default();
+    let accessor = core
+        .auth_mounts
+        .get(g.mount)
+        .map(|m| m.accessor.clone())
+        .unwrap_or_default();
     let entity_id = core.entity_for(&accessor, &g.alias);
     let source = g.mount.replace('/', "-");
-    let display_name = format!("{source}{}", g.display_name).trim_end_matches('-').to_string();
+    let display_name = format!("{source}{}", g.display_name)
+        .trim_end_matches('-')
+        .to_string();
     let (entry, warnings) = tokens::issue(
         core,
         TokenSpec {
@@ -165,12 +185,22 @@ pub fn pem_is_public_key(pem: &str) -> bool {
 
 /// Verifies signature, `exp` and `nbf` (when present) and returns the claims.
 /// This stands in for Kubernetes' TokenReview and for JWKS validation.
-pub fn verify_jwt(token: &str, pem_keys: &[String], leeway: u64) -> Result<Map<String, Value>, JwtError> {
+pub fn verify_jwt(
+    token: &str,
+    pem_keys: &[String],
+    leeway: u64,
+) -> Result<Map<String, Value>, JwtError> {
     use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-    let header = jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
     let rsa = matches!(
         header.alg,
-        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512
+        Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512
     );
     let ec = matches!(header.alg, Algorithm::ES256 | Algorithm::ES384);
     if !rsa && !ec {
@@ -214,7 +244,10 @@ pub fn verify_jwt(token: &str, pem_keys: &[String], leeway: u64) -> Result<Map<S
 /// trailing `*` is a prefix match.
 pub fn glob_match(patterns: &[String], value: &str) -> bool {
     patterns.iter().any(|p| {
-        p == "*" || p == value || p.strip_suffix('*').is_some_and(|pre| value.starts_with(pre))
+        p == "*"
+            || p == value
+            || p.strip_suffix('*')
+                .is_some_and(|pre| value.starts_with(pre))
     })
 }
 

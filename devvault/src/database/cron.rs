@@ -20,10 +20,19 @@ pub struct Cron {
 
 fn name_value(s: &str, names: &[&str], offset: u32) -> Option<u32> {
     let lower = s.to_ascii_lowercase();
-    names.iter().position(|n| *n == lower).map(|i| i as u32 + offset)
+    names
+        .iter()
+        .position(|n| *n == lower)
+        .map(|i| i as u32 + offset)
 }
 
-fn field(spec: &str, min: u32, max: u32, names: &[&str], name_offset: u32) -> Result<Vec<bool>, String> {
+fn field(
+    spec: &str,
+    min: u32,
+    max: u32,
+    names: &[&str],
+    name_offset: u32,
+) -> Result<Vec<bool>, String> {
     let mut set = vec![false; max as usize + 1];
     let value = |s: &str| -> Result<u32, String> {
         s.parse::<u32>()
@@ -33,7 +42,11 @@ fn field(spec: &str, min: u32, max: u32, names: &[&str], name_offset: u32) -> Re
     };
     for part in spec.split(',') {
         let (range, step) = match part.split_once('/') {
-            Some((r, s)) => (r, s.parse::<u32>().map_err(|_| format!("invalid step {s:?}"))?),
+            Some((r, s)) => (
+                r,
+                s.parse::<u32>()
+                    .map_err(|_| format!("invalid step {s:?}"))?,
+            ),
             None => (part, 1),
         };
         if step == 0 {
@@ -59,7 +72,9 @@ fn field(spec: &str, min: u32, max: u32, names: &[&str], name_offset: u32) -> Re
     Ok(set)
 }
 
-const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 impl Cron {
@@ -130,9 +145,15 @@ mod tests {
         assert_eq!(c.next_after(t), Some(UNIX_EPOCH + Duration::from_secs(180)));
         // 1970-01-03 was a Saturday.
         let c = Cron::parse("0 0 * * SAT").unwrap();
-        assert_eq!(c.next_after(UNIX_EPOCH), Some(UNIX_EPOCH + Duration::from_secs(2 * 86_400)));
+        assert_eq!(
+            c.next_after(UNIX_EPOCH),
+            Some(UNIX_EPOCH + Duration::from_secs(2 * 86_400))
+        );
         let c = Cron::parse("*/15 * * * *").unwrap();
-        assert_eq!(c.next_after(UNIX_EPOCH), Some(UNIX_EPOCH + Duration::from_secs(900)));
+        assert_eq!(
+            c.next_after(UNIX_EPOCH),
+            Some(UNIX_EPOCH + Duration::from_secs(900))
+        );
         assert!(Cron::parse("* * *").is_err());
         assert!(Cron::parse("61 * * * *").is_err());
     }

@@ -21,7 +21,10 @@ pub struct ConnSpec {
 
 impl fmt::Debug for ConnSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnSpec").field("username", &self.username).field("password", &"<redacted>").finish()
+        f.debug_struct("ConnSpec")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
     }
 }
 
@@ -117,12 +120,17 @@ impl Pools {
     pub async fn exec_tx(&self, spec: &ConnSpec, statements: &[String]) -> Result<(), PgError> {
         let mut client = self.get(spec).await?;
         let result = async {
-            let tx = client.transaction().await.map_err(|e| PgError::Exec(describe(&e)))?;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(|e| PgError::Exec(describe(&e)))?;
             for s in statements {
                 if s.trim().is_empty() {
                     continue;
                 }
-                tx.batch_execute(s).await.map_err(|e| PgError::Exec(describe(&e)))?;
+                tx.batch_execute(s)
+                    .await
+                    .map_err(|e| PgError::Exec(describe(&e)))?;
             }
             tx.commit().await.map_err(|e| PgError::Exec(describe(&e)))
         }
@@ -160,7 +168,10 @@ impl Pools {
     /// Verifies that the spec connects (`verify_connection`).
     pub async fn ping(&self, spec: &ConnSpec) -> Result<(), PgError> {
         let client = connect(spec).await?;
-        let r = client.simple_query("SELECT 1").await.map_err(|e| PgError::Exec(describe(&e)));
+        let r = client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| PgError::Exec(describe(&e)));
         self.put(spec, client);
         r.map(|_| ())
     }
@@ -168,7 +179,10 @@ impl Pools {
 
 async fn connect(spec: &ConnSpec) -> Result<Client, PgError> {
     let cfg = spec.config()?;
-    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| PgError::Connect(describe(&e)))?;
+    let (client, conn) = cfg
+        .connect(NoTls)
+        .await
+        .map_err(|e| PgError::Connect(describe(&e)))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "postgres connection closed");
