@@ -71,7 +71,8 @@ pub fn parse_signal(name: &str) -> Option<nix::sys::signal::Signal> {
 
 /// Fires every hook for `change` in the background.
 pub fn fire(hooks: &[Hook], change: Change, state: Arc<State>) {
-    for hook in hooks.iter().cloned() {
+    for hook in hooks {
+        let hook = hook.clone();
         let change = change.clone();
         let state = state.clone();
         tokio::spawn(async move {

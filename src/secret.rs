@@ -194,7 +194,7 @@ impl<B: Backend> Worker<B> {
     /// Runs until shutdown; returns after revoking what `--revoke-on-exit` asks for.
     pub async fn run(mut self) {
         let name = self.cfg.name.clone();
-        self.state.mark_task_alive(&name, true);
+        let _alive = self.state.task_guard(&name);
         let mut token_changes = self.backend.token_changes();
         let mut shutdown = self.control.shutdown.clone();
         let rotate = self.control.rotate.clone();
@@ -232,7 +232,6 @@ impl<B: Backend> Worker<B> {
             }
         }
         self.shutdown().await;
-        self.state.mark_task_alive(&name, false);
     }
 
     fn next_action(&mut self, now: Instant) -> (Action, Instant) {
@@ -773,10 +772,7 @@ impl<B: Backend> Worker<B> {
             "failed; the last good file is kept"
         );
         let msg = format!("{}: {e}", e.stage());
-        self.state.update(name, |s| {
-            s.failures += 1;
-            s.last_error = Some(msg.clone());
-        });
+        // record() counts the failure and keeps it as last_error.
         self.state.record(name, EventKind::Failed, msg);
     }
 }

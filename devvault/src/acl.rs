@@ -542,7 +542,11 @@ mod hcl {
     struct Parser {
         toks: Vec<Tok>,
         pos: usize,
+        /// Nesting depth, bounded so hostile input cannot overflow the stack.
+        depth: usize,
     }
+
+    const MAX_DEPTH: usize = 32;
 
     impl Parser {
         fn peek(&self) -> Option<&Tok> {
@@ -556,6 +560,16 @@ mod hcl {
 
         /// Body until `}` (or EOF at top level).
         fn body(&mut self, top: bool) -> Result<Map<String, Value>, String> {
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                return Err("policy nested too deeply".into());
+            }
+            let r = self.body_inner(top);
+            self.depth -= 1;
+            r
+        }
+
+        fn body_inner(&mut self, top: bool) -> Result<Map<String, Value>, String> {
             let mut m = Map::new();
             loop {
                 match self.peek() {
@@ -612,6 +626,16 @@ mod hcl {
         }
 
         fn value(&mut self) -> Result<Value, String> {
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                return Err("policy nested too deeply".into());
+            }
+            let r = self.value_inner();
+            self.depth -= 1;
+            r
+        }
+
+        fn value_inner(&mut self) -> Result<Value, String> {
             match self.next() {
                 Some(Tok::Str(s)) => Ok(Value::String(s)),
                 Some(Tok::Num(n)) => Ok(serde_json::Number::from_f64(n)
@@ -642,7 +666,11 @@ mod hcl {
     /// Parses HCL into a JSON value; repeated blocks become arrays.
     pub fn parse(src: &str) -> Result<Value, String> {
         let toks = lex(src)?;
-        let mut p = Parser { toks, pos: 0 };
+        let mut p = Parser {
+            toks,
+            pos: 0,
+            depth: 0,
+        };
         Ok(Value::Object(p.body(true)?))
     }
 }
@@ -688,6 +716,16 @@ mod tests {
     fn json_policy_parses() {
         let a = acl(r#"{"path": {"a/b": {"capabilities": ["read"]}}}"#);
         assert!(a.allowed("a/b", Op::Read));
+    }
+
+    #[test]
+    fn hostile_nesting_is_an_error_not_a_crash() {
+        let deep = format!(
+            "path \"a\" {{ x = {}1{} }}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert!(Policy::parse(&deep).is_err());
     }
 
     #[test]

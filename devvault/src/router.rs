@@ -322,7 +322,7 @@ async fn dispatch(
     // Health and seal status answer even while sealed.
     if matches!(
         path.as_str(),
-        "sys/health" | "sys/seal-status" | "sys/leader" | "sys/init"
+        "sys/health" | "sys/seal-status" | "sys/leader" | "sys/init" | "sys/unseal"
     ) {
         let reply = sys::handle_unsealed_free(state, &mut req)?;
         return Ok((reply, "system".into(), path));

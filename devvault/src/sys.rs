@@ -88,6 +88,15 @@ pub fn handle_unsealed_free(state: &Arc<State>, req: &mut Req) -> ApiResult<Repl
             status: 200,
             body: seal_status_body(state),
         }),
+        // Dev server: any key (or `reset`) unseals at once.
+        "sys/unseal" if matches!(req.op, Op::Update | Op::Create) => {
+            state.core().sealed = false;
+            Ok(Reply::Raw {
+                status: 200,
+                body: seal_status_body(state),
+            })
+        }
+        "sys/unseal" => Err(ApiError::unsupported_operation()),
         "sys/init" => Ok(Reply::Raw {
             status: 200,
             body: envelope::go_json(&json!({"initialized": true})),

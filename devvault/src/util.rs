@@ -144,7 +144,7 @@ pub fn parse_duration_str(input: &str) -> Result<Duration, String> {
         if n < 0 {
             return Err(format!("invalid duration {input:?}: negative"));
         }
-        return Ok(Duration::from_secs(n as u64));
+        return Ok(clamp_secs(n as f64));
     }
     let bytes = s.as_bytes();
     let mut i = 0;
@@ -173,7 +173,18 @@ pub fn parse_duration_str(input: &str) -> Result<Duration, String> {
         };
         total += num * mult;
     }
-    Ok(Duration::from_secs_f64(total))
+    Ok(clamp_secs(total))
+}
+
+/// Longest duration accepted anywhere (100 years): keeps `SystemTime + d`
+/// from overflowing on absurd input; Vault caps such values by max TTLs anyway.
+pub const MAX_DURATION_SECS: f64 = 100.0 * 365.0 * 86_400.0;
+
+fn clamp_secs(s: f64) -> Duration {
+    if s.is_nan() || s <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(s.min(MAX_DURATION_SECS))
 }
 
 /// A duration field from JSON: integer seconds, numeric string or duration string.
@@ -185,7 +196,7 @@ pub fn parse_duration(v: &Value) -> Result<Duration, String> {
             if f < 0.0 {
                 return Err("cannot be negative".into());
             }
-            Ok(Duration::from_secs(f as u64))
+            Ok(clamp_secs(f))
         }
         Value::String(s) => parse_duration_str(s),
         _ => Err(format!("could not parse {v} as a duration")),

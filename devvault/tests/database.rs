@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{eventually, pg_connect, pg_login_works, Dv, ROOT};
+use common::{eventually, pg_admin, pg_connect, pg_login_works, Dv, ROOT};
 use serde_json::{json, Value};
 use testkit::pg::PgCluster;
 
@@ -13,6 +13,7 @@ const CREATE: &str =
     "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';";
 
 async fn configure(dv: &Dv, pg: &PgCluster) {
+    drop(pg_admin(pg.port(), pg.superuser(), pg.superuser_password()).await);
     dv.ok(
         "POST",
         "/v1/sys/mounts/database",
@@ -339,9 +340,7 @@ async fn static_roles_rotate_real_passwords() {
     let dv = Dv::start();
     configure(&dv, &pg).await;
     let port = pg.port();
-    let admin = pg_connect(port, pg.superuser(), pg.superuser_password())
-        .await
-        .unwrap();
+    let admin = pg_admin(port, pg.superuser(), pg.superuser_password()).await;
     admin
         .batch_execute("CREATE ROLE static_a LOGIN PASSWORD 'initial-a'; CREATE ROLE static_b LOGIN PASSWORD 'initial-b'; CREATE ROLE static_c LOGIN PASSWORD 'initial-c';")
         .await
@@ -485,9 +484,7 @@ async fn setup_script_configures_devvault() {
     let pg = PgCluster::start();
     let dv = Dv::start();
     let port = pg.port();
-    let admin = pg_connect(port, pg.superuser(), pg.superuser_password())
-        .await
-        .unwrap();
+    let admin = pg_admin(port, pg.superuser(), pg.superuser_password()).await;
     admin
         .batch_execute("CREATE ROLE app_static LOGIN PASSWORD 'before'")
         .await

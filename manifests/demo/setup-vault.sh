@@ -10,7 +10,7 @@
 #      app's namespace, with audience "vault" (the projected token in deployment.yaml)
 #
 # Environment: VAULT_ADDR, VAULT_TOKEN, POSTGRES_PASSWORD, APP_NAMESPACE (required);
-# PG_HOST (postgres), DB_ROLE (app), APP_SERVICE_ACCOUNT (app),
+# PG_HOST (postgres), PG_PORT (5432), DB_ROLE (app), APP_SERVICE_ACCOUNT (app),
 # DEFAULT_TTL (5m), MAX_TTL (30m) (optional).
 #
 # POSIX sh: the curlimages/curl image has busybox ash, not bash.
@@ -18,6 +18,7 @@ set -eu
 
 : "${VAULT_ADDR:?}" "${VAULT_TOKEN:?}" "${POSTGRES_PASSWORD:?}" "${APP_NAMESPACE:?}"
 PG_HOST=${PG_HOST:-postgres}
+PG_PORT=${PG_PORT:-5432}
 DB_ROLE=${DB_ROLE:-app}
 APP_SERVICE_ACCOUNT=${APP_SERVICE_ACCOUNT:-app}
 # Short on purpose, so renewal and rotation show up within minutes in the demo.
@@ -84,10 +85,10 @@ enable_path mounts database database
 
 # Vault checks the connection when it writes the config, so retry until PostgreSQL is up.
 config="{\"plugin_name\":\"postgresql-database-plugin\",\
-\"connection_url\":\"postgresql://{{username}}:{{password}}@${PG_HOST}:5432/postgres?sslmode=disable\",\
+\"connection_url\":\"postgresql://{{username}}:{{password}}@${PG_HOST}:${PG_PORT}/postgres?sslmode=disable\",\
 \"username\":\"postgres\",\"password\":\"${POSTGRES_PASSWORD}\",\
 \"allowed_roles\":\"${DB_ROLE}\"}"
-echo "waiting for PostgreSQL at $PG_HOST:5432 (through Vault)"
+echo "waiting for PostgreSQL at $PG_HOST:$PG_PORT (through Vault)"
 i=0
 until [ "$(api POST database/config/postgres "$config")" -lt 400 ]; do
   i=$((i + 1))
@@ -105,7 +106,6 @@ echo "ok: POST /v1/database/config/postgres"
 must POST "database/roles/${DB_ROLE}" "{\"db_name\":\"postgres\",\
 \"creation_statements\":[\
 \"CREATE ROLE \\\"{{name}}\\\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';\",\
-\"GRANT CONNECT ON DATABASE postgres TO \\\"{{name}}\\\";\",\
 \"GRANT SELECT ON ALL TABLES IN SCHEMA public TO \\\"{{name}}\\\";\"],\
 \"default_ttl\":\"${DEFAULT_TTL}\",\"max_ttl\":\"${MAX_TTL}\"}"
 

@@ -44,14 +44,14 @@ pub enum AuthError {
         method: &'static str,
         mount: String,
         #[source]
-        source: VaultError,
+        source: Box<VaultError>,
     },
     #[error("auth {method}: unwrapping the secret_id from {path}: {source}")]
     Unwrap {
         method: &'static str,
         path: PathBuf,
         #[source]
-        source: VaultError,
+        source: Box<VaultError>,
     },
     #[error("auth {method} at auth/{mount}: {reason}")]
     Rejected {
@@ -64,7 +64,7 @@ pub enum AuthError {
 impl AuthError {
     pub fn vault_error(&self) -> Option<&VaultError> {
         match self {
-            AuthError::Vault { source, .. } | AuthError::Unwrap { source, .. } => Some(source),
+            AuthError::Vault { source, .. } | AuthError::Unwrap { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }
@@ -286,7 +286,7 @@ impl Auth {
         AuthError::Vault {
             method: self.method(),
             mount: self.cfg.mount.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -393,7 +393,7 @@ impl Auth {
             .map_err(|source| AuthError::Unwrap {
                 method: "approle",
                 path: path.to_path_buf(),
-                source,
+                source: Box::new(source),
             })?;
         let secret_id = env
             .data

@@ -216,6 +216,22 @@ pub async fn pg_connect(
     Ok(client)
 }
 
+/// The cluster's superuser connection, retried briefly: right after start-up
+/// PostgreSQL may still answer "the database system is starting up".
+pub async fn pg_admin(port: u16, user: &str, password: &str) -> tokio_postgres::Client {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match pg_connect(port, user, password).await {
+            Ok(c) => return c,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for PostgreSQL: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("cannot connect as {user}: {e}"),
+        }
+    }
+}
+
 /// Whether `user`/`password` can log in and run a query.
 pub async fn pg_login_works(port: u16, user: &str, password: &str) -> bool {
     match pg_connect(port, user, password).await {
