@@ -164,7 +164,7 @@ async fn a_token_refused_as_invalid_leads_to_relogin_without_a_new_database_user
         .control(
             "POST",
             "faults",
-            json!({"path": "sys/leases/renew", "count": 1, "status": 403,
+            json!({"path_prefix": "/v1/sys/leases/renew", "count": 1, "status": 403,
                    "body": "{\"errors\":[\"2 errors occurred:\\n\\t* permission denied\\n\\t* invalid token\\n\\n\"]}"}),
         )
         .await;

@@ -243,7 +243,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Dv
             }
             FaultAction::Oversize => {
                 log(200);
-                let n = (f.size_mb as usize).saturating_mul(1024 * 1024);
+                // Capped at 1 GiB so a typo cannot make the allocation abort the process.
+                let n = (f.size_mb.min(1024) as usize).saturating_mul(1024 * 1024);
                 let mut body = Vec::with_capacity(n + 32);
                 body.extend_from_slice(b"{\"data\":{\"padding\":\"");
                 body.resize(n.max(body.len()), b'A');

@@ -592,6 +592,23 @@ async fn setup_script_configures_devvault() {
         .status,
         202
     );
+    // The policy grants rotating app-static and nothing else there.
+    let r = dv
+        .call(
+            "PUT",
+            "/v1/database/rotate-role/app-static",
+            Some(&tok),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = dv
+        .call("PUT", "/v1/database/rotate-role/other", Some(&tok), None)
+        .await;
+    assert_eq!(
+        (r.status, r.errors()),
+        (403, vec![common::DENIED.to_string()])
+    );
     let k = dv
         .ok("GET", "/v1/auth/kubernetes/role/app", None)
         .await

@@ -55,6 +55,28 @@ pub fn cargo_build(args: &[&str]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("build").args(args).current_dir(workspace_root());
+    // `cargo test` and `cargo run` give the running program the variables Cargo sets for a
+    // crate (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...). Passed on, some build scripts (ring's)
+    // see them as changed and rebuild, and the outer build then rebuilds them back: drop them.
+    for (key, _) in std::env::vars_os() {
+        let Some(k) = key.to_str() else { continue };
+        let set_for_crates = k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_EXE_")
+            || matches!(
+                k,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            );
+        if set_for_crates {
+            cmd.env_remove(k);
+        }
+    }
     if target_dir().file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::{Client, Config, NoTls};
 
 /// How to reach a database as the engine's admin user. `Debug` redacts the
@@ -60,10 +61,23 @@ impl ConnSpec {
     }
 }
 
+/// How many database operations may run at once. A herd of credential
+/// requests queues here instead of exhausting PostgreSQL's `max_connections`.
+const MAX_CONCURRENT: usize = 16;
+
 /// Idle admin connections, keyed by connection spec.
-#[derive(Default)]
 pub struct Pools {
     idle: Mutex<HashMap<String, Vec<Client>>>,
+    limit: Semaphore,
+}
+
+impl Default for Pools {
+    fn default() -> Self {
+        Pools {
+            idle: Mutex::new(HashMap::new()),
+            limit: Semaphore::new(MAX_CONCURRENT),
+        }
+    }
 }
 
 impl Pools {
@@ -109,6 +123,13 @@ impl Pools {
         idle.remove(&Self::key(spec));
     }
 
+    async fn permit(&self) -> Result<SemaphorePermit<'_>, PgError> {
+        self.limit
+            .acquire()
+            .await
+            .map_err(|_| PgError::Connect("shutting down".into()))
+    }
+
     async fn get(&self, spec: &ConnSpec) -> Result<Client, PgError> {
         if let Some(c) = self.take(spec) {
             return Ok(c);
@@ -118,6 +139,7 @@ impl Pools {
 
     /// Runs `statements` in one transaction (each may hold several `;`-separated commands).
     pub async fn exec_tx(&self, spec: &ConnSpec, statements: &[String]) -> Result<(), PgError> {
+        let _permit = self.permit().await?;
         let mut client = self.get(spec).await?;
         let result = async {
             let tx = client
@@ -141,6 +163,7 @@ impl Pools {
 
     /// Whether a role exists.
     pub async fn role_exists(&self, spec: &ConnSpec, name: &str) -> Result<bool, PgError> {
+        let _permit = self.permit().await?;
         let client = self.get(spec).await?;
         let r = client
             .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name])
@@ -153,6 +176,7 @@ impl Pools {
     /// Terminates every session of `name` so a following DROP ROLE succeeds
     /// and the credential stops working immediately.
     pub async fn terminate_sessions(&self, spec: &ConnSpec, name: &str) -> Result<(), PgError> {
+        let _permit = self.permit().await?;
         let client = self.get(spec).await?;
         let r = client
             .execute(
@@ -167,6 +191,7 @@ impl Pools {
 
     /// Verifies that the spec connects (`verify_connection`).
     pub async fn ping(&self, spec: &ConnSpec) -> Result<(), PgError> {
+        let _permit = self.permit().await?;
         let client = connect(spec).await?;
         let r = client
             .simple_query("SELECT 1")
