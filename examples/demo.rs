@@ -363,8 +363,9 @@ struct AppRoleFiles {
     secret_id: PathBuf,
 }
 
-/// Configures devvault through the Vault API with `scripts/setup-vault.sh` when it exists,
-/// else with the same calls made here.
+/// Configures devvault through the Vault HTTP API with the project's `scripts/setup-vault.sh`,
+/// the same script an operator runs against a real Vault, then issues the agent's AppRole
+/// secret ID (the script leaves that to whoever deploys the agent).
 async fn configure_vault(addr: &str, pg: &PgCluster, work: &Path) -> Result<AppRoleFiles> {
     let files = AppRoleFiles {
         role_id: work.join("role-id"),
@@ -375,6 +376,105 @@ async fn configure_vault(addr: &str, pg: &PgCluster, work: &Path) -> Result<AppR
         addr: addr.to_string(),
         token: "root".into(),
     };
+    let missing: Vec<&str> = ["bash", "curl", "jq"]
+        .into_iter()
+        .filter(|t| !on_path(t))
+        .collect();
+    if missing.is_empty() {
+        run_setup_script(addr, pg).await?;
+    } else {
+        // A newcomer without jq should still see the demo; the calls below are the subset of
+        // the script's that the demo needs.
+        say(
+            "[setup]",
+            format!(
+                "scripts/setup-vault.sh needs {}; making the same Vault API calls from Rust instead",
+                missing.join(" and ")
+            ),
+        );
+        configure_directly(&api, pg).await?;
+    }
+    let role_id = api
+        .call("GET", "auth/approle/role/app/role-id", Value::Null)
+        .await?["data"]["role_id"]
+        .as_str()
+        .ok_or("no role_id in Vault's answer")?
+        .to_string();
+    let secret_id = api
+        .call("POST", "auth/approle/role/app/secret-id", json!({}))
+        .await?["data"]["secret_id"]
+        .as_str()
+        .ok_or("no secret_id in Vault's answer")?
+        .to_string();
+    write_private(&files.role_id, &role_id)?;
+    write_private(&files.secret_id, &secret_id)?;
+    say(
+        "[setup]",
+        format!(
+            "AppRole login for the agent written to {} and {}",
+            files.role_id.display(),
+            files.secret_id.display()
+        ),
+    );
+    Ok(files)
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+}
+
+/// `bash scripts/setup-vault.sh`, configured through its documented environment variables.
+async fn run_setup_script(addr: &str, pg: &PgCluster) -> Result<()> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup-vault.sh");
+    // The script also sets up a static role, which imports an existing user; create it here so
+    // the script does not depend on psql being installed.
+    let db = superuser(pg).await?;
+    db.batch_execute(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'app_static') \
+         THEN CREATE ROLE app_static LOGIN; END IF; END $$",
+    )
+    .await
+    .map_err(|e| format!("creating the static role's user: {e}"))?;
+    drop(db);
+    say(
+        "[setup]",
+        format!("bash scripts/setup-vault.sh (DB_DEFAULT_TTL={DEFAULT_TTL} DB_MAX_TTL={MAX_TTL})"),
+    );
+    let out = tokio::process::Command::new("bash")
+        .arg(&script)
+        // Only what the script documents; the user's own VAULT_* settings must not leak in.
+        .env_remove("VAULT_CACERT")
+        .env_remove("VAULT_NAMESPACE")
+        .envs([
+            ("VAULT_ADDR", addr),
+            ("VAULT_TOKEN", "root"),
+            ("PG_ADMIN_USER", pg.superuser()),
+            ("PG_ADMIN_PASSWORD", pg.superuser_password()),
+            ("PG_HOST", "127.0.0.1"),
+            ("PG_PORT", &pg.port().to_string()),
+            ("DB_DEFAULT_TTL", DEFAULT_TTL),
+            ("DB_MAX_TTL", MAX_TTL),
+            ("SETUP_CREATE_STATIC_USER", "0"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    for line in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+    {
+        say("[setup]", line);
+    }
+    if !out.status.success() {
+        return Err(format!("{} failed ({})", script.display(), out.status));
+    }
+    Ok(())
+}
+
+/// The script's calls that the demo needs, for machines without curl or jq.
+async fn configure_directly(api: &VaultApi, pg: &PgCluster) -> Result<()> {
     api.call("POST", "sys/mounts/database", json!({"type": "database"}))
         .await?;
     let url = format!(
@@ -419,32 +519,10 @@ path "sys/leases/revoke" { capabilities = ["update"] }
     api.call(
         "POST",
         "auth/approle/role/app",
-        json!({"token_policies": ["app"], "token_ttl": "1h", "token_max_ttl": "24h"}),
+        json!({"token_policies": ["app"], "token_ttl": "1h", "token_max_ttl": "4h"}),
     )
     .await?;
-    let role_id = api
-        .call("GET", "auth/approle/role/app/role-id", Value::Null)
-        .await?["data"]["role_id"]
-        .as_str()
-        .ok_or("no role_id in Vault's answer")?
-        .to_string();
-    let secret_id = api
-        .call("POST", "auth/approle/role/app/secret-id", json!({}))
-        .await?["data"]["secret_id"]
-        .as_str()
-        .ok_or("no secret_id in Vault's answer")?
-        .to_string();
-    write_private(&files.role_id, &role_id)?;
-    write_private(&files.secret_id, &secret_id)?;
-    say(
-        "[setup]",
-        format!(
-            "AppRole login for the agent written to {} and {}",
-            files.role_id.display(),
-            files.secret_id.display()
-        ),
-    );
-    Ok(files)
+    Ok(())
 }
 
 /// A few Vault HTTP calls with the root token.

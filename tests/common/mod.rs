@@ -26,7 +26,11 @@ pub const ROLE_SQL: &[&str] = &[
 impl Stack {
     pub async fn start() -> Stack {
         let pg = PgCluster::start();
-        let vault = DevVault::start(&[]);
+        Stack::with(DevVault::start(&[]), pg).await
+    }
+
+    /// Configures the database engine and the `app` policy on a devvault already started.
+    pub async fn with(vault: DevVault, pg: PgCluster) -> Stack {
         let stack = Stack {
             vault,
             pg,

@@ -1,0 +1,195 @@
+//! Black-box tests of the agent's lifecycle: SIGHUP reload, --revoke-on-exit, --once bounds,
+//! JWT auth, and OpenBao's flavour of the API.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use serde_json::json;
+use testkit::devvault::DevVault;
+
+const SEC: fn(u64) -> Duration = Duration::from_secs;
+
+fn write_approle(dir: &std::path::Path, role_id: &str, secret_id: &str) -> (String, String) {
+    let r = dir.join("role-id");
+    let s = dir.join("secret-id");
+    std::fs::write(&r, role_id).unwrap();
+    std::fs::write(&s, secret_id).unwrap();
+    (r.display().to_string(), s.display().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_a_secret_and_keeps_the_unchanged_one() {
+    let stack = Stack::start().await;
+    stack.dynamic_role("app", "1h", "24h").await;
+    stack.dynamic_role("reporting", "1h", "24h").await;
+    let (role_id, secret_id) = stack.approle("1h", "24h").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (rf, sf) = write_approle(dir.path(), &role_id, &secret_id);
+    let db = dir.path().join("db.json");
+    let rep = dir.path().join("reporting.json");
+    let config = dir.path().join("agent.toml");
+    let base = format!(
+        "[vault]\naddr = \"{}\"\n[auth]\nmethod = \"approle\"\nrole_id_file = \"{rf}\"\nsecret_id_file = \"{sf}\"\n\
+         [[secret]]\nname = \"db\"\npath = \"database/creds/app\"\noutput = \"{}\"\n",
+        stack.addr(),
+        db.display()
+    );
+    std::fs::write(&config, &base).unwrap();
+    let mut agent = AgentProc::spawn(&["--config", config.to_str().unwrap()], &[], dir.path());
+    agent.wait_ready(SEC(15)).await;
+    let first = read_cred(&db).unwrap();
+    std::fs::write(
+        &config,
+        format!("{base}[[secret]]\nname = \"reporting\"\npath = \"database/creds/reporting\"\noutput = \"{}\"\nformat = \"env\"\n", rep.display()),
+    )
+    .unwrap();
+    agent.signal("HUP");
+    eventually(SEC(15), "the added secret's file", || {
+        let rep = rep.clone();
+        async move { rep.exists().then_some(()) }
+    })
+    .await;
+    agent.wait_ready(SEC(10)).await;
+    let after = read_cred(&db).unwrap();
+    assert_eq!(s(&first, "username"), s(&after, "username"), "unchanged secret keeps its credential");
+    assert_eq!(stack.pg_dynamic_roles().await.len(), 2, "one user per secret, no re-issue");
+    // An invalid config on SIGHUP keeps the running one.
+    std::fs::write(&config, "[[secret]]\nnonsense = 1\n").unwrap();
+    agent.signal("HUP");
+    tokio::time::sleep(SEC(1)).await;
+    assert_eq!(agent.status("/health").await, Some(200));
+    assert!(agent.logs().contains("keeping the running one"), "{}", agent.logs());
+    assert_eq!(agent.stop(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_on_exit_drops_the_user_and_plain_exit_keeps_it() {
+    let stack = Stack::start().await;
+    stack.dynamic_role("app", "1h", "24h").await;
+    let (role_id, secret_id) = stack.approle("1h", "24h").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (rf, sf) = write_approle(dir.path(), &role_id, &secret_id);
+    let out = dir.path().join("db.json");
+    let args = [
+        "--vault-addr", stack.addr(), "--auth", "approle", "--role-id-file", &rf, "--secret-id-file", &sf,
+        "--secret", "database/creds/app", "--output", out.to_str().unwrap(),
+    ];
+    let mut plain = AgentProc::spawn(&args, &[], dir.path());
+    plain.wait_ready(SEC(15)).await;
+    let kept = s(&read_cred(&out).unwrap(), "username");
+    assert_eq!(plain.stop(), 0);
+    assert!(stack.pg_role_exists(&kept).await, "without --revoke-on-exit the credential outlives the agent");
+
+    let mut with_revoke = args.to_vec();
+    with_revoke.push("--revoke-on-exit");
+    let mut agent = AgentProc::spawn(&with_revoke, &[], dir.path());
+    agent.wait_ready(SEC(15)).await;
+    let user = s(&read_cred(&out).unwrap(), "username");
+    assert_ne!(user, kept);
+    assert_eq!(agent.stop(), 0);
+    assert!(!stack.pg_role_exists(&user).await, "revoked on exit: {}", agent.logs());
+    // The file keeps the last credential: the agent never deletes it.
+    assert!(out.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_gives_up_within_its_bound_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("t");
+    std::fs::write(&token, "hvs.whatever").unwrap();
+    let out = dir.path().join("db.json");
+    let port = free_port();
+    let start = std::time::Instant::now();
+    let result = std::process::Command::new(env!("CARGO_BIN_EXE_vault-rotator"))
+        .args([
+            "--vault-addr", &format!("http://127.0.0.1:{port}"), "--token-file", token.to_str().unwrap(),
+            "--secret", "database/creds/app", "--kind", "dynamic", "--output", out.to_str().unwrap(),
+            "--once", "--once-timeout", "3s", "--backoff-min", "200ms", "--backoff-max", "1s",
+        ])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(result.status.code(), Some(1));
+    assert!(start.elapsed() < SEC(20), "bounded: took {:?}", start.elapsed());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("--once"), "{stderr}");
+    assert!(!out.exists(), "nothing written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_auth_logs_in_with_bound_audience_and_subject() {
+    let stack = Stack::start().await;
+    stack.dynamic_role("app", "1h", "24h").await;
+    stack.api("POST", "sys/auth/jwt", json!({"type": "jwt"})).await;
+    stack
+        .api("POST", "auth/jwt/config", json!({"jwt_validation_pubkeys": [include_str!("fixtures/k8s-test-pub.pem")], "bound_issuer": "https://ci.example"}))
+        .await;
+    stack
+        .api(
+            "POST",
+            "auth/jwt/role/deployer",
+            json!({"role_type": "jwt", "bound_audiences": ["vault"], "bound_subject": "repo:team/app", "user_claim": "sub", "token_policies": ["app"], "token_ttl": "1h"}),
+        )
+        .await;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let claims = json!({"iss": "https://ci.example", "sub": "repo:team/app", "aud": "vault", "iat": now, "exp": now + 600});
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!("fixtures/k8s-test-key.pem")).unwrap();
+    let jwt = jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let jwt_file = dir.path().join("jwt");
+    std::fs::write(&jwt_file, &jwt).unwrap();
+    let out = dir.path().join("db.json");
+    let mut agent = AgentProc::spawn(
+        &[
+            "--vault-addr", stack.addr(), "--auth", "jwt", "--role", "deployer", "--jwt-file", jwt_file.to_str().unwrap(),
+            "--secret", "database/creds/app", "--output", out.to_str().unwrap(),
+        ],
+        &[],
+        dir.path(),
+    );
+    agent.wait_ready(SEC(15)).await;
+    let cred = read_cred(&out).unwrap();
+    stack.pg_login(&s(&cred, "username"), &s(&cred, "password")).await.unwrap();
+    assert!(!agent.logs().contains(&jwt), "the JWT reached the logs");
+    assert_eq!(agent.stop(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_against_openbao_flavour_with_bare_permission_denied() {
+    // OpenBao answers a dead token with a bare "permission denied" (no "invalid token"), has no
+    // mount_type, and issues s. tokens. Run the token-revocation scenario against it.
+    let pg = testkit::pg::PgCluster::start();
+    let vault = DevVault::start(&["--flavor", "openbao"]);
+    let stack = Stack::with(vault, pg).await;
+    stack.dynamic_role("app", "3s", "1h").await;
+    let (role_id, secret_id) = stack.approle("1h", "24h").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (rf, sf) = write_approle(dir.path(), &role_id, &secret_id);
+    let out = dir.path().join("db.json");
+    let mut agent = AgentProc::spawn(
+        &[
+            "--vault-addr", stack.addr(), "--auth", "approle", "--role-id-file", &rf, "--secret-id-file", &sf,
+            "--secret", "database/creds/app", "--output", out.to_str().unwrap(),
+        ],
+        &[],
+        dir.path(),
+    );
+    agent.wait_ready(SEC(15)).await;
+    let first = read_cred(&out).unwrap();
+    let tokens = stack.control("GET", "tokens", serde_json::Value::Null).await;
+    for t in tokens["tokens"].as_array().unwrap() {
+        if t["policies"].as_array().is_some_and(|p| p.iter().any(|x| x == "app")) {
+            stack.control("POST", "revoke-token", json!({"accessor": t["accessor"]})).await;
+        }
+    }
+    let second = eventually(SEC(15), "a new credential after the token died", || {
+        let out = out.clone();
+        let old = s(&first, "username");
+        async move { read_cred(&out).filter(|c| s(c, "username") != old) }
+    })
+    .await;
+    stack.pg_login(&s(&second, "username"), &s(&second, "password")).await.unwrap();
+    assert_eq!(agent.stop(), 0);
+}
