@@ -4,7 +4,8 @@
 //! every method makes exactly one request. Responses are decoded leniently: unknown fields are
 //! ignored and optional ones may be missing, because Vault versions and OpenBao differ.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
@@ -219,11 +220,81 @@ pub struct MountInfo {
     pub options: std::collections::BTreeMap<String, Value>,
 }
 
+/// What a request was for, derived from its path: a metric label of bounded cardinality that
+/// never carries a lease id, a token or a role name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestKind {
+    /// `auth/<mount>/login[/...]`.
+    Login,
+    /// `auth/token/...`: lookup-self, renew-self, revoke-self.
+    Token,
+    LeaseRenew,
+    LeaseRevoke,
+    /// `sys/internal/ui/mounts/...`: the kind detection preflight.
+    MountInfo,
+    Unwrap,
+    /// `<mount>/rotate-role/<role>` for static database roles.
+    RotateRole,
+    /// Any other read: the secret itself.
+    SecretRead,
+    /// Anything else (no such request today; keeps the label set closed).
+    Other,
+}
+
+impl RequestKind {
+    /// Classifies a request by its method and path under `/v1/`.
+    pub fn of(method: &Method, path: &str) -> RequestKind {
+        let path = path.trim_start_matches('/');
+        let mut segments = path.split('/');
+        let first = segments.next().unwrap_or("");
+        let second = segments.next().unwrap_or("");
+        if first == "auth" && second == "token" {
+            RequestKind::Token
+        } else if first == "auth" && segments.next() == Some("login") {
+            RequestKind::Login
+        } else if path.starts_with("sys/leases/renew") || path.starts_with("sys/renew") {
+            RequestKind::LeaseRenew
+        } else if path.starts_with("sys/leases/revoke") || path.starts_with("sys/revoke") {
+            RequestKind::LeaseRevoke
+        } else if path.starts_with("sys/internal/ui/mounts") {
+            RequestKind::MountInfo
+        } else if path == "sys/wrapping/unwrap" {
+            RequestKind::Unwrap
+        } else if path.split('/').nth(1) == Some("rotate-role") || path.contains("/rotate-role/") {
+            RequestKind::RotateRole
+        } else if *method == Method::GET && first != "sys" && first != "auth" {
+            RequestKind::SecretRead
+        } else {
+            RequestKind::Other
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Login => "login",
+            RequestKind::Token => "token",
+            RequestKind::LeaseRenew => "lease-renew",
+            RequestKind::LeaseRevoke => "lease-revoke",
+            RequestKind::MountInfo => "mount-info",
+            RequestKind::Unwrap => "unwrap",
+            RequestKind::RotateRole => "rotate-role",
+            RequestKind::SecretRead => "secret-read",
+            RequestKind::Other => "other",
+        }
+    }
+}
+
+/// Told about every request once it is over: its kind, the HTTP status (`None` when no
+/// complete answer arrived: connection refused, timeout, a body cut short) and how long it
+/// took. For metrics; it must be quick, as it runs on the request's task.
+pub type Observer = Arc<dyn Fn(RequestKind, Option<u16>, Duration) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
     namespace: Option<String>,
+    observer: Option<Observer>,
 }
 
 impl Client {
@@ -294,9 +365,18 @@ impl Client {
             http,
             base,
             namespace: cfg.namespace.clone(),
+            observer: None,
         })
     }
 
+    /// Reports every request to `observer` (set once, at construction, so every clone of the
+    /// client reports to the same place).
+    pub fn with_observer(mut self, observer: Observer) -> Client {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// One request, timed and reported to the observer.
     async fn request(
         &self,
         method: Method,
@@ -304,6 +384,28 @@ impl Client {
         token: Option<&SecretValue>,
         body: Option<&Value>,
         extra: Option<HeaderMap>,
+    ) -> Result<Option<Envelope>, VaultError> {
+        let started = Instant::now();
+        let mut status = None;
+        let result = self
+            .exchange(method.clone(), path, token, body, extra, &mut status)
+            .await;
+        if let Some(observe) = &self.observer {
+            observe(RequestKind::of(&method, path), status, started.elapsed());
+        }
+        result
+    }
+
+    /// Sends the request and reads the whole answer; `status` is set once one has arrived in
+    /// full, so a transport failure at any point leaves it `None`.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&SecretValue>,
+        body: Option<&Value>,
+        extra: Option<HeaderMap>,
+        seen: &mut Option<u16>,
     ) -> Result<Option<Envelope>, VaultError> {
         let url = format!("{}/v1/{}", self.base, path);
         let mut req = self
@@ -355,6 +457,7 @@ impl Client {
             }
             bytes.extend_from_slice(&chunk);
         }
+        *seen = Some(status.as_u16());
         self.decode(method, path, status, retry_after, &bytes)
     }
 

@@ -175,16 +175,14 @@ impl PgCluster {
                     return false;
                 }
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                let ok = Command::new(self.bin_dir.join("pg_isready"))
-                    .args(["-h", "127.0.0.1", "-q", "-p"])
-                    .arg(self.port.to_string())
-                    .status()
-                    .map(|s| s.success())
-                    .unwrap_or(true);
-                if ok {
-                    return true;
-                }
+            // A listening socket is not enough: during startup PostgreSQL accepts connections
+            // only to refuse them ("the database system is starting up"). Its log says when
+            // it really is ready.
+            let log = std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default();
+            if log.contains("ready to accept connections")
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
+                return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
