@@ -160,6 +160,10 @@ async fn run() -> Result<ExitCode> {
     println!("an app reads that file and reconnects as each new database user appears.");
     println!("Credentials here live {DEFAULT_TTL} (at most {MAX_TTL}); the agent rotates every {ROTATE_EVERY} and");
     println!("revokes the previous user {REVOKE_GRACE} later. Passwords are never printed. Ctrl-C stops early.");
+    println!(
+        "Who is talking: [agent] vault-rotator's audit log, [app] examples/app.rs, [postgres] the"
+    );
+    println!("login roles in pg_roles, [probe] GET /ready as kubelet would, [setup] Vault configuration.");
 
     banner("1. build the binaries");
     let bins = build()?;

@@ -25,7 +25,8 @@
 #   K8S_PEM_KEYS_FILE     file with the service-account issuer's PEM public key(s);
 #                         when unset, Kubernetes auth is skipped
 #   K8S_MOUNT [kubernetes]  K8S_HOST [https://kubernetes.default.svc]
-#   K8S_SA_NAME [vault-rotator]  K8S_SA_NAMESPACE [default]
+#   K8S_SA_NAME [app]  K8S_SA_NAMESPACE [default]  K8S_AUDIENCE [vault]
+#                         (matches manifests/: service account `app`, projected token audience `vault`)
 #   KV_MOUNT [secret]     KV v2 mount; a sample secret is written to <KV_MOUNT>/app/config
 #
 # Fails loudly: the first failing call stops the script with Vault's error text.
@@ -52,7 +53,8 @@ APPROLE_TOKEN_TTL=${APPROLE_TOKEN_TTL:-1h}
 APPROLE_TOKEN_MAX_TTL=${APPROLE_TOKEN_MAX_TTL:-4h}
 K8S_MOUNT=${K8S_MOUNT:-kubernetes}
 K8S_HOST=${K8S_HOST:-https://kubernetes.default.svc}
-K8S_SA_NAME=${K8S_SA_NAME:-vault-rotator}
+K8S_SA_NAME=${K8S_SA_NAME:-app}
+K8S_AUDIENCE=${K8S_AUDIENCE:-vault}
 K8S_SA_NAMESPACE=${K8S_SA_NAMESPACE:-default}
 KV_MOUNT=${KV_MOUNT:-secret}
 
@@ -203,9 +205,9 @@ if [ -n "${K8S_PEM_KEYS_FILE:-}" ]; then
     api POST "auth/$K8S_MOUNT/config" "$(jq -n --arg host "$K8S_HOST" --rawfile pem "$K8S_PEM_KEYS_FILE" \
         '{kubernetes_host: $host, pem_keys: [$pem]}')" >/dev/null
     api POST "auth/$K8S_MOUNT/role/app" "$(jq -n --arg sa "$K8S_SA_NAME" --arg ns "$K8S_SA_NAMESPACE" \
-        --arg ttl "$APPROLE_TOKEN_TTL" --arg max "$APPROLE_TOKEN_MAX_TTL" \
+        --arg ttl "$APPROLE_TOKEN_TTL" --arg max "$APPROLE_TOKEN_MAX_TTL" --arg aud "$K8S_AUDIENCE" \
         '{bound_service_account_names: [$sa], bound_service_account_namespaces: [$ns],
-          token_policies: ["app"], token_ttl: $ttl, token_max_ttl: $max}')" >/dev/null
+          audience: $aud, token_policies: ["app"], token_ttl: $ttl, token_max_ttl: $max}')" >/dev/null
     log "kubernetes role app bound to $K8S_SA_NAMESPACE/$K8S_SA_NAME"
 else
     log "K8S_PEM_KEYS_FILE not set: skipping kubernetes auth"

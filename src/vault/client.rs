@@ -244,26 +244,32 @@ pub enum RequestKind {
 impl RequestKind {
     /// Classifies a request by its method and path under `/v1/`.
     pub fn of(method: &Method, path: &str) -> RequestKind {
-        let path = path.trim_start_matches('/');
-        let mut segments = path.split('/');
-        let first = segments.next().unwrap_or("");
-        let second = segments.next().unwrap_or("");
-        if first == "auth" && second == "token" {
-            RequestKind::Token
-        } else if first == "auth" && segments.next() == Some("login") {
-            RequestKind::Login
-        } else if path.starts_with("sys/leases/renew") || path.starts_with("sys/renew") {
+        let path = path.trim_matches('/');
+        let (first, rest) = path.split_once('/').unwrap_or((path, ""));
+        let within = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+        if first == "auth" {
+            // Mounts may be nested (auth/k8s/prod/login), so look at the end of the path.
+            if within("auth/token") {
+                RequestKind::Token
+            } else if rest.ends_with("/login") || rest.contains("/login/") {
+                RequestKind::Login
+            } else {
+                RequestKind::Other
+            }
+        } else if within("sys/leases/renew") || within("sys/renew") {
             RequestKind::LeaseRenew
-        } else if path.starts_with("sys/leases/revoke") || path.starts_with("sys/revoke") {
+        } else if within("sys/leases/revoke") || within("sys/revoke") {
             RequestKind::LeaseRevoke
-        } else if path.starts_with("sys/internal/ui/mounts") {
+        } else if within("sys/internal/ui/mounts") {
             RequestKind::MountInfo
         } else if path == "sys/wrapping/unwrap" {
             RequestKind::Unwrap
-        } else if path.split('/').nth(1) == Some("rotate-role") || path.contains("/rotate-role/") {
-            RequestKind::RotateRole
-        } else if *method == Method::GET && first != "sys" && first != "auth" {
+        } else if first == "sys" {
+            RequestKind::Other
+        } else if *method == Method::GET {
             RequestKind::SecretRead
+        } else if path.contains("/rotate-role/") {
+            RequestKind::RotateRole
         } else {
             RequestKind::Other
         }
@@ -440,6 +446,7 @@ impl Client {
         };
         let mut resp = req.send().await.map_err(transport)?;
         let status = resp.status();
+        *seen = Some(status.as_u16());
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
@@ -447,7 +454,11 @@ impl Client {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let mut bytes = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            // The answer was cut short: for metrics that is a transport failure.
+            *seen = None;
+            transport(e)
+        })? {
             if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(VaultError::Decode {
                     method,
@@ -457,7 +468,6 @@ impl Client {
             }
             bytes.extend_from_slice(&chunk);
         }
-        *seen = Some(status.as_u16());
         self.decode(method, path, status, retry_after, &bytes)
     }
 
@@ -720,6 +730,31 @@ mod tests {
             shown,
             "GET p: HTTP 403: 1 error occurred: * permission denied"
         );
+    }
+
+    #[test]
+    fn request_kinds_come_from_the_path_and_never_carry_it() {
+        let kind = |m: Method, p: &str| RequestKind::of(&m, p).as_str();
+        assert_eq!(kind(Method::POST, "auth/approle/login"), "login");
+        assert_eq!(kind(Method::POST, "auth/k8s/prod/login"), "login");
+        assert_eq!(kind(Method::POST, "auth/jwt/login/extra"), "login");
+        assert_eq!(kind(Method::GET, "auth/token/lookup-self"), "token");
+        assert_eq!(kind(Method::POST, "auth/token/renew-self"), "token");
+        assert_eq!(kind(Method::PUT, "sys/leases/renew"), "lease-renew");
+        assert_eq!(kind(Method::PUT, "sys/leases/revoke"), "lease-revoke");
+        assert_eq!(
+            kind(Method::GET, "sys/internal/ui/mounts/database/creds/app"),
+            "mount-info"
+        );
+        assert_eq!(kind(Method::POST, "sys/wrapping/unwrap"), "unwrap");
+        assert_eq!(
+            kind(Method::POST, "team/db/rotate-role/app"),
+            "rotate-role"
+        );
+        assert_eq!(kind(Method::GET, "database/creds/app"), "secret-read");
+        assert_eq!(kind(Method::GET, "secret/data/rotate-role/x"), "secret-read");
+        assert_eq!(kind(Method::GET, "sys/leases/renewals"), "other");
+        assert_eq!(kind(Method::POST, "auth/approle/role/app"), "other");
     }
 
     #[test]
