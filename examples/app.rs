@@ -94,6 +94,18 @@ impl fmt::Debug for Credential {
     }
 }
 
+/// An error with its causes: tokio-postgres says "db error" and keeps the server's message in
+/// the source.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
+}
+
 fn fmt_time(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -151,12 +163,12 @@ async fn connect(args: &Args, cred: &Credential) -> Result<Conn, String> {
         tokio::time::timeout(CONNECT_TIMEOUT, cfg.connect(tokio_postgres::NoTls))
             .await
             .map_err(|_| format!("connecting as {} timed out", cred.username))?
-            .map_err(|e| format!("connecting as {}: {e}", cred.username))?;
+            .map_err(|e| format!("connecting as {}: {}", cred.username, chain(&e)))?;
     let user = cred.username.clone();
     let task = tokio::spawn(async move {
         // Ends when the client is dropped (clean close) or the server goes away.
         if let Err(e) = connection.await {
-            println!("connection as {user} ended with an error: {e}");
+            println!("connection as {user} ended with an error: {}", chain(&e));
         }
     });
     Ok(Conn {
@@ -195,7 +207,8 @@ struct App {
     loaded_at: SystemTime,
     /// The next time to re-read the file without a watch event (expiry plan or a retry).
     next_check: Option<Instant>,
-    /// A newer login is in the file but connecting with it failed; retry soon.
+    /// Connecting failed (with a newer login from the file, or after the session was lost);
+    /// retry on a timer.
     switch_pending: bool,
     /// Say "query ok" after the next success (the first query of a new connection).
     announce: bool,
@@ -212,7 +225,7 @@ impl App {
             .query_one("SELECT current_user::text, now()::text", &[]);
         let result = match tokio::time::timeout(QUERY_TIMEOUT, q).await {
             Ok(Ok(row)) => row.try_get::<_, String>(0).map_err(|e| e.to_string()),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Err(e)) => Err(chain(&e)),
             Err(_) => Err(format!("no answer within {QUERY_TIMEOUT:?}")),
         };
         match result {
@@ -241,8 +254,12 @@ impl App {
 
     async fn query_failed(&mut self, e: String) {
         self.stats.queries_failed += 1;
-        println!("query FAILED as {}: {e}", self.conn.user);
         self.stats.last_error = Some(format!("as {}: {e}", self.conn.user));
+        if self.switch_pending {
+            // Already reconnecting on a timer: count, but do not print ten lines a second.
+            return;
+        }
+        println!("query FAILED as {}: {e}", self.conn.user);
         if self.conn.client.is_closed() {
             // The session is gone (server restart, role dropped under us): nothing to keep, so
             // connect with whatever the file holds now.
@@ -271,6 +288,9 @@ impl App {
                 new.username, self.cred.username
             );
             self.switch_to(new, "credential changed").await;
+        } else if self.conn.client.is_closed() {
+            // A retry after the session was lost: same credential, new connection.
+            self.switch_to(new, "connection lost").await;
         } else if new.expires_at != self.cred.expires_at {
             self.stats.renewals_seen += 1;
             println!(
@@ -304,8 +324,15 @@ impl App {
                 self.warned_near_expiry = false;
                 self.warned_expired = false;
             }
+            Err(e) if self.conn.client.is_closed() => {
+                println!("could not reconnect ({e}); retrying every {RETRY_EVERY:?}");
+                self.switch_pending = true;
+            }
             Err(e) => {
-                println!("could not connect with the new credential ({e}); keeping the connection as {} and retrying", self.conn.user);
+                println!(
+                    "could not connect with the new credential ({e}); keeping the connection as {} and retrying",
+                    self.conn.user
+                );
                 self.switch_pending = true;
             }
         }

@@ -304,7 +304,7 @@ fn build() -> Result<Bins> {
         "[demo]",
         "cargo build -p vault-rotator -p devvault --bin vault-rotator --bin devvault --example app",
     );
-    testkit::bins::cargo_build(&[
+    testkit::bins::try_cargo_build(&[
         "-p",
         "vault-rotator",
         "-p",
@@ -315,7 +315,7 @@ fn build() -> Result<Bins> {
         "devvault",
         "--example",
         "app",
-    ]);
+    ])?;
     let app = testkit::bins::target_dir().join("examples").join("app");
     if !app.exists() {
         return Err(format!("{} is missing after the build", app.display()));
@@ -771,7 +771,16 @@ async fn watch(
     let mut tick = 0u64;
     loop {
         drain(events, tally);
+        // Checked first: Ctrl-C in a terminal also reaches PostgreSQL, which shuts down at once,
+        // so the next query below would fail for that reason only.
+        if interrupted.load(Ordering::SeqCst) {
+            say("[demo]", "interrupted");
+            return Outcome::Interrupted;
+        }
         if let Err(e) = show_roles(&db, &mut roles, tally).await {
+            if interrupted.load(Ordering::SeqCst) {
+                return Outcome::Interrupted;
+            }
             return Outcome::Failed(e);
         }
         // Kubelet would probe /ready every few seconds; the demo does it twice a second.
@@ -799,10 +808,6 @@ async fn watch(
         }
         if let Some(status) = app.exited() {
             return Outcome::Failed(format!("the app exited early ({status})"));
-        }
-        if interrupted.load(Ordering::SeqCst) {
-            say("[demo]", "interrupted");
-            return Outcome::Interrupted;
         }
         if Instant::now() > deadline {
             say("[demo]", format!("time limit of {TIME_LIMIT:?} reached"));
@@ -916,15 +921,18 @@ fn summarize(
     );
     let rotations = tally.users_issued.len().saturating_sub(1);
     banner("summary");
+    let plural = if rotations == 1 { "" } else { "s" };
     println!(
-        "  database users issued by the agent : {} ({rotations} rotations)",
+        "  database users issued by the agent : {} ({rotations} rotation{plural})",
         tally.users_issued.len()
     );
-    for u in &tally.users_issued {
+    for (i, u) in tally.users_issued.iter().enumerate() {
         let fate = if tally.roles_dropped.contains(u) {
             "dropped after its grace"
+        } else if i + 1 == tally.users_issued.len() {
+            "the current user at the end"
         } else {
-            "still current at the end"
+            "still in its grace when the demo stopped"
         };
         println!("      {u}  {fate}");
     }
@@ -962,6 +970,9 @@ fn summarize(
     }
     let verdict: Result<(), String> = match outcome {
         Outcome::Interrupted => {
+            if failed.is_some_and(|f| f > 0) {
+                println!("  (a Ctrl-C in the terminal reaches PostgreSQL too, which shuts down at once: that is why the app's last queries failed)");
+            }
             println!("\ninterrupted: stopped early, everything cleaned up.");
             return Ok(ExitCode::from(130));
         }

@@ -142,8 +142,9 @@ struct Probes {
 fn probe_loop(agent: &AgentProc, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Probes> {
     let (ready_url, health_url) = (agent.url("/ready"), agent.url("/health"));
     tokio::spawn(async move {
-        // kubelet's default probe timeout is 1 s.
-        let http = reqwest::Client::builder().timeout(SEC(1)).build().unwrap();
+        // kubelet's default probe timeout is 1 s; 3 s here so a loaded CI machine (2 cores,
+        // other tests compiling) does not turn a slow answer into a false alarm.
+        let http = reqwest::Client::builder().timeout(SEC(3)).build().unwrap();
         let get = |url: String| {
             let http = http.clone();
             async move {

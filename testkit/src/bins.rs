@@ -50,8 +50,16 @@ pub fn workspace_example(package: &str, example: &str) -> PathBuf {
 }
 
 /// `cargo build <args>` in the workspace, with the profile of the running executable so the
-/// result lands next to it.
+/// result lands next to it. Panics when the build fails (for tests).
 pub fn cargo_build(args: &[&str]) {
+    if let Err(e) = try_cargo_build(args) {
+        panic!("{e}");
+    }
+}
+
+/// Like [`cargo_build`], with the failure as an error (for examples, which report it plainly).
+/// Cargo's own output goes to stderr as usual.
+pub fn try_cargo_build(args: &[&str]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("build").args(args).current_dir(workspace_root());
@@ -80,6 +88,13 @@ pub fn cargo_build(args: &[&str]) {
     if target_dir().file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
-    let status = cmd.status().expect("run cargo build");
-    assert!(status.success(), "cargo build {} failed", args.join(" "));
+    let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cargo build {} failed; see the errors above",
+            args.join(" ")
+        ))
+    }
 }

@@ -7,6 +7,7 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -154,6 +155,9 @@ impl PgCluster {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log_file.try_clone().expect("clone log handle"))
+                // Its own process group: a Ctrl-C in the terminal is for the demo or test,
+                // which stops PostgreSQL itself after its clients.
+                .process_group(0)
                 .spawn()
                 .expect("spawn postgres");
             self.child = Some(child);
