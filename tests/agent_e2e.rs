@@ -12,14 +12,6 @@ use serde_json::{json, Value};
 
 const SEC: fn(u64) -> Duration = Duration::from_secs;
 
-fn approle_files(dir: &std::path::Path, role_id: &str, secret_id: &str) -> (String, String) {
-    let r = dir.join("role-id");
-    let s = dir.join("secret-id");
-    std::fs::write(&r, role_id).unwrap();
-    std::fs::write(&s, secret_id).unwrap();
-    (r.display().to_string(), s.display().to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamic_credential_is_written_logs_in_and_is_rotated_without_a_gap() {
     let stack = Stack::start().await;

@@ -11,14 +11,6 @@ use testkit::devvault::DevVault;
 
 const SEC: fn(u64) -> Duration = Duration::from_secs;
 
-fn write_approle(dir: &std::path::Path, role_id: &str, secret_id: &str) -> (String, String) {
-    let r = dir.join("role-id");
-    let s = dir.join("secret-id");
-    std::fs::write(&r, role_id).unwrap();
-    std::fs::write(&s, secret_id).unwrap();
-    (r.display().to_string(), s.display().to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_adds_a_secret_and_keeps_the_unchanged_one() {
     let stack = Stack::start().await;
@@ -26,7 +18,7 @@ async fn sighup_adds_a_secret_and_keeps_the_unchanged_one() {
     stack.dynamic_role("reporting", "1h", "24h").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
-    let (rf, sf) = write_approle(dir.path(), &role_id, &secret_id);
+    let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
     let db = dir.path().join("db.json");
     let rep = dir.path().join("reporting.json");
     let config = dir.path().join("agent.toml");
@@ -70,7 +62,7 @@ async fn revoke_on_exit_drops_the_user_and_plain_exit_keeps_it() {
     stack.dynamic_role("app", "1h", "24h").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
-    let (rf, sf) = write_approle(dir.path(), &role_id, &secret_id);
+    let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
     let out = dir.path().join("db.json");
     let args = [
         "--vault-addr", stack.addr(), "--auth", "approle", "--role-id-file", &rf, "--secret-id-file", &sf,
@@ -166,7 +158,7 @@ async fn works_against_openbao_flavour_with_bare_permission_denied() {
     stack.dynamic_role("app", "3s", "1h").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
-    let (rf, sf) = write_approle(dir.path(), &role_id, &secret_id);
+    let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
     let out = dir.path().join("db.json");
     let mut agent = AgentProc::spawn(
         &[

@@ -363,3 +363,312 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the fault and security tests (tests/faults_e2e.rs, tests/security_e2e.rs).
+
+impl Stack {
+    /// Like [`Stack::start`], with extra devvault flags (e.g. `--tls-cert`) and the client the
+    /// test talks to devvault with (one that trusts the test CA, for https).
+    pub async fn start_with(devvault_args: &[&str], http: reqwest::Client) -> Stack {
+        let pg = PgCluster::start();
+        let vault = DevVault::start(devvault_args);
+        let stack = Stack { vault, pg, http };
+        stack.configure().await;
+        stack
+    }
+
+    /// The database mount, its PostgreSQL connection and the `app` policy, as [`Stack::start`]
+    /// sets them up.
+    async fn configure(&self) {
+        self.api("POST", "sys/mounts/database", json!({"type": "database"}))
+            .await;
+        let url = format!(
+            "postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres",
+            self.pg.port()
+        );
+        self.api(
+            "POST",
+            "database/config/pg",
+            json!({
+                "plugin_name": "postgresql-database-plugin",
+                "connection_url": url,
+                "username": self.pg.superuser(),
+                "password": self.pg.superuser_password(),
+                "allowed_roles": "*",
+            }),
+        )
+        .await;
+        self.api(
+            "PUT",
+            "sys/policies/acl/app",
+            json!({"policy": r#"
+path "database/creds/*" { capabilities = ["read"] }
+path "database/static-creds/*" { capabilities = ["read"] }
+path "database/rotate-role/*" { capabilities = ["update"] }
+path "secret/data/*" { capabilities = ["read"] }
+path "secret/metadata/*" { capabilities = ["read"] }
+path "sys/leases/renew" { capabilities = ["update"] }
+path "sys/leases/revoke" { capabilities = ["update"] }
+path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
+"#}),
+        )
+        .await;
+    }
+
+    /// Adds a devvault fault (see devvault/README.md, "Faults"); returns its id.
+    pub async fn fault(&self, spec: Value) -> u64 {
+        let r = self.control("POST", "faults", spec).await;
+        r["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no fault id in {r}"))
+    }
+
+    /// devvault's request log entries whose path starts with `prefix` and whose `seq` is above
+    /// `since_seq`.
+    pub async fn requests(&self, prefix: &str, since_seq: u64) -> Vec<Value> {
+        let r = self
+            .control(
+                "GET",
+                &format!("requests?path_prefix={prefix}&since_seq={since_seq}"),
+                Value::Null,
+            )
+            .await;
+        r["requests"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The highest `seq` in devvault's request log so far (0 when empty).
+    pub async fn last_seq(&self) -> u64 {
+        let r = self
+            .control(
+                "GET",
+                "requests?since_seq=18446744073709551615",
+                Value::Null,
+            )
+            .await;
+        r["last_seq"].as_u64().unwrap_or(0)
+    }
+
+    /// The usernames of the database leases devvault holds now.
+    pub async fn lease_usernames(&self) -> std::collections::BTreeSet<String> {
+        let r = self.control("GET", "leases", Value::Null).await;
+        r["leases"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l["username"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Writes an AppRole's role_id and secret_id to files in `dir`; returns the agent flags that
+/// log in with them.
+pub fn approle_args(dir: &Path, role_id: &str, secret_id: &str) -> Vec<String> {
+    let r = dir.join("role-id");
+    let s = dir.join("secret-id");
+    std::fs::write(&r, role_id).unwrap();
+    std::fs::write(&s, secret_id).unwrap();
+    vec![
+        "--auth".into(),
+        "approle".into(),
+        "--role-id-file".into(),
+        r.display().to_string(),
+        "--secret-id-file".into(),
+        s.display().to_string(),
+    ]
+}
+
+impl AgentProc {
+    /// Like [`AgentProc::spawn`], but the agent is started by `sh` with `umask` set first (to
+    /// show the file modes do not depend on it).
+    pub fn spawn_with_umask(
+        args: &[&str],
+        envs: &[(&str, &str)],
+        dir: &Path,
+        umask: &str,
+    ) -> AgentProc {
+        let port = free_port();
+        let log = dir.join(format!("agent-{port}.log"));
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_vault-rotator"))
+            .args(args)
+            .args([
+                "--listen",
+                &listen,
+                "--splay",
+                "0s",
+                "--backoff-min",
+                "200ms",
+                "--backoff-max",
+                "2s",
+            ])
+            .env_clear()
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        AgentProc { child, port, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// GET `path` on the probe port: status and body, or None when the request failed.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let resp = client.get(self.url(path)).send().await.ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.text().await.ok()?))
+    }
+
+    /// Waits until `/health` answers 200: from then on the signal handlers are installed
+    /// (SIGUSR1 before that would kill the process).
+    pub async fn wait_healthy(&mut self, limit: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.status("/health").await == Some(200) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("agent exited with {status}; logs:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("agent not healthy after {limit:?}; logs:\n{}", self.logs());
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Peak resident memory (VmHWM) of a process in KiB, from /proc.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+/// A thread that reads the credential file as fast as it can (like an app that opens it by path
+/// on every read) and remembers every problem: a missing, empty, torn or unparsable file.
+pub struct FileWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<WatchReport>>,
+}
+
+#[derive(Debug, Default)]
+pub struct WatchReport {
+    pub reads: u64,
+    /// Every bad read, described (at most the first 20 are kept).
+    pub problems: Vec<String>,
+    pub bad_reads: u64,
+    /// Distinct `username`s seen, in order of first appearance.
+    pub usernames: Vec<String>,
+    /// Distinct file contents seen (counts, not kept).
+    pub distinct_contents: u64,
+}
+
+impl FileWatch {
+    /// Starts watching `path`, which must already hold a credential. `pause` between reads
+    /// (zero: back to back).
+    pub fn start(path: &Path, pause: Duration) -> FileWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let path = path.to_path_buf();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut report = WatchReport::default();
+            let mut last = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                report.reads += 1;
+                let problem = match std::fs::read(&path) {
+                    Err(e) => Some(format!("read failed: {e}")),
+                    Ok(bytes) if bytes.is_empty() => Some("empty file".to_string()),
+                    Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                        Err(e) => Some(format!("does not parse ({e}): {} bytes", bytes.len())),
+                        Ok(v) if v["password"].as_str().is_none_or(str::is_empty) => {
+                            Some(format!("no password in {} bytes", bytes.len()))
+                        }
+                        Ok(v) => {
+                            if bytes != last {
+                                report.distinct_contents += 1;
+                                last = bytes;
+                            }
+                            if let Some(u) = v["username"].as_str() {
+                                if report.usernames.last().is_none_or(|l| l != u)
+                                    && !report.usernames.iter().any(|x| x == u)
+                                {
+                                    report.usernames.push(u.to_string());
+                                }
+                            }
+                            None
+                        }
+                    },
+                };
+                if let Some(p) = problem {
+                    report.bad_reads += 1;
+                    if report.problems.len() < 20 {
+                        report.problems.push(p);
+                    }
+                }
+                if !pause.is_zero() {
+                    std::thread::sleep(pause);
+                }
+            }
+            report
+        });
+        FileWatch {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn finish(mut self) -> WatchReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .unwrap()
+            .join()
+            .expect("file watch thread")
+    }
+}
+
+impl Drop for FileWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl AgentProc {
+    /// SIGUSR1 (rotate now) without spawning `kill`, for bursts.
+    pub fn usr1(&self) {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGUSR1);
+    }
+}
+
+/// Writes an AppRole role_id and secret_id (or wrapping token) to files in `dir`, returning
+/// their paths for `--role-id-file` and `--secret-id-file`.
+pub fn approle_files(dir: &Path, role_id: &str, secret_id: &str) -> (String, String) {
+    let r = dir.join("role-id");
+    let s = dir.join("secret-id");
+    std::fs::write(&r, role_id).unwrap();
+    std::fs::write(&s, secret_id).unwrap();
+    (r.display().to_string(), s.display().to_string())
+}
