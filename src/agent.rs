@@ -3,7 +3,7 @@
 //!
 //! Signals: SIGTERM/SIGINT stop cleanly (revoking first with `--revoke-on-exit`); SIGHUP
 //! re-reads the configuration and restarts only the secrets whose settings changed; SIGUSR1
-//! rotates every secret now.
+//! rotates every secret now, as `POST /rotate` on the admin listener does.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError, SecretConfig};
-use crate::http::ProbeServer;
+use crate::http::{AdminAccess, Limits, ProbeServer, Router};
 use crate::lease;
 use crate::logging::LogHandle;
 use crate::secret::{Control, SecretError, Worker};
@@ -33,7 +33,7 @@ pub enum AgentError {
     Config(String),
     #[error("{0}")]
     Vault(#[from] VaultError),
-    #[error("probe listener: {0}")]
+    #[error("listener: {0}")]
     Http(#[from] crate::http::HttpError),
     #[error("--once: secret {name:?}: {source}")]
     Once {
@@ -62,6 +62,8 @@ struct Running {
     cfg: SecretConfig,
     rotate: Arc<Notify>,
     stop: watch::Sender<bool>,
+    /// Tells the worker, before `stop`, that SIGHUP retired it (see `Control::retire`).
+    retire: Arc<std::sync::atomic::AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -82,7 +84,12 @@ impl Agent {
         if cfg.vault.skip_verify {
             tracing::warn!("TLS certificate verification of Vault is off (skip_verify)");
         }
-        let client = Client::new(&cfg.vault).map_err(|e| AgentError::Config(e.to_string()))?;
+        let observed = state.clone();
+        let client = Client::new(&cfg.vault)
+            .map_err(|e| AgentError::Config(e.to_string()))?
+            .with_observer(Arc::new(move |kind, status, elapsed| {
+                observed.vault_requests().observe(kind, status, elapsed)
+            }));
         let metrics_state = state.clone();
         let auth = Auth::new(
             client.clone(),
@@ -115,10 +122,7 @@ impl Agent {
         for s in &self.cfg.secrets {
             let sink = sink_for(s)?;
             let (_tx, rx) = watch::channel(false);
-            let control = Control {
-                rotate: Arc::new(Notify::new()),
-                shutdown: rx,
-            };
+            let control = Control::new(Arc::new(Notify::new()), rx);
             let worker = Worker::new(
                 s.clone(),
                 self.backend.clone(),
@@ -162,12 +166,17 @@ impl Agent {
 
         let probes = match self.cfg.listen {
             Some(addr) => {
-                let server = ProbeServer::start(addr, self.state.clone())?;
-                tracing::info!(addr = %server.local_addr(), "serving /health and /ready");
+                let status = crate::status::StatusOptions {
+                    hide_usernames: self.cfg.status_hide_usernames,
+                };
+                let router = Router::probes(self.state.clone(), status);
+                let server = ProbeServer::serve(addr, router, Limits::default())?;
+                tracing::info!(addr = %server.local_addr(), "serving /health, /ready, /metrics, /status and the status page");
                 Some(server)
             }
             None => None,
         };
+        let admin = self.start_admin()?;
         let (ping_tx, ping_rx) = tokio::sync::mpsc::channel(8);
         self.state.set_liveness(ping_tx);
         let liveness = tokio::spawn(crate::state::serve_liveness(ping_rx));
@@ -220,8 +229,44 @@ impl Agent {
         if let Some(p) = probes {
             p.shutdown();
         }
+        if let Some(a) = admin {
+            a.shutdown();
+        }
         tracing::info!("stopped");
         Ok(())
+    }
+
+    /// The admin listener (`POST /rotate`), when configured. Failing to bind the default
+    /// address is only a warning: the agent's job does not depend on it.
+    fn start_admin(&self) -> Result<Option<ProbeServer>, AgentError> {
+        let Some(admin) = &self.cfg.admin else {
+            return Ok(None);
+        };
+        let access = AdminAccess {
+            token_file: admin.token_file.clone(),
+            allow_remote: admin.allow_remote,
+        };
+        let router = Router::admin(self.state.clone(), access);
+        match ProbeServer::serve(admin.listen, router, Limits::default()) {
+            Ok(server) => {
+                let ip = server.local_addr().ip();
+                if !ip.is_loopback() && !admin.allow_remote {
+                    tracing::info!(addr = %server.local_addr(), "admin listener on a non-loopback address: requests from other hosts are refused (--admin-allow-remote)");
+                }
+                tracing::info!(
+                    addr = %server.local_addr(),
+                    token = admin.token_file.is_some(),
+                    allow_remote = admin.allow_remote,
+                    "serving POST /rotate (admin)"
+                );
+                Ok(Some(server))
+            }
+            Err(e) if !admin.required => {
+                tracing::warn!(error = %e, "admin listener not started (set --admin-listen to another address, or off)");
+                Ok(None)
+            }
+            Err(e) => Err(AgentError::Http(e)),
+        }
     }
 
     /// Handle for `POST /rotate`: wakes the named secret, or all of them.
@@ -241,11 +286,14 @@ impl Agent {
             kind: s.kind.unwrap_or(crate::credential::SecretKind::Generic),
         });
         let rotate = Arc::new(Notify::new());
+        let hooks: Vec<&str> = s.hooks.iter().map(|h| h.kind()).collect();
+        self.state.declare_hooks(&s.name, &hooks);
+        // The admin listener reaches the worker through the state; a restarted worker
+        // replaces its predecessor's handle here.
+        self.state.set_rotate_handle(&s.name, rotate.clone());
         let (stop, stop_rx) = watch::channel(false);
-        let control = Control {
-            rotate: rotate.clone(),
-            shutdown: stop_rx,
-        };
+        let control = Control::new(rotate.clone(), stop_rx);
+        let retire = control.retire.clone();
         let worker = Worker::new(
             s.clone(),
             self.backend.clone(),
@@ -262,6 +310,7 @@ impl Agent {
                 cfg: s,
                 rotate,
                 stop,
+                retire,
                 task,
             },
         );
@@ -298,6 +347,7 @@ impl Agent {
                 .is_some_and(|w| same_secret(w, &self.running[&name].cfg));
             if !keep {
                 if let Some(r) = self.running.remove(&name) {
+                    r.retire.store(true, std::sync::atomic::Ordering::Relaxed);
                     let _ = r.stop.send(true);
                     tracing::info!(secret = %name, "SIGHUP: stopped (removed or changed)");
                 }

@@ -22,6 +22,8 @@ use crate::render::{OutputFormat, Template};
 /// through `fsGroup` when the mode is widened to 0440 on purpose.
 pub const DEFAULT_FILE_MODE: u32 = 0o400;
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Loopback only: rotating on demand is an operator's action, not something the network gets.
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 const DEFAULT_REVOKE_GRACE: Duration = Duration::from_secs(300);
 const DEFAULT_KV_REFRESH: Duration = Duration::from_secs(300);
 const DEFAULT_SPLAY: Duration = Duration::from_secs(2);
@@ -159,6 +161,18 @@ pub struct Cli {
     /// Address for /health, /ready, /metrics and /status ("off" to disable) [default: 0.0.0.0:8080]
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Hide database usernames on /status and the status page
+    #[arg(long)]
+    pub status_hide_usernames: bool,
+    /// Address of the admin listener for POST /rotate ("off" to disable) [default: 127.0.0.1:8081]
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// File holding the bearer token that admin requests must send (Authorization: Bearer <token>); re-read on every request
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Serve admin requests from non-loopback peers too (needs --admin-token-file)
+    #[arg(long)]
+    pub admin_allow_remote: bool,
     /// Fetch, write and exit 0 (init containers and Jobs); exit 1 when that fails within --once-timeout
     #[arg(long)]
     pub once: bool,
@@ -231,6 +245,10 @@ pub struct FileAuth {
 #[serde(deny_unknown_fields)]
 pub struct FileAgent {
     pub listen: Option<String>,
+    pub status_hide_usernames: Option<bool>,
+    pub admin_listen: Option<String>,
+    pub admin_token_file: Option<PathBuf>,
+    pub admin_allow_remote: Option<bool>,
     pub revoke_on_exit: Option<bool>,
     pub splay: Option<String>,
     pub backoff_min: Option<String>,
@@ -270,6 +288,10 @@ pub struct Config {
     pub secrets: Vec<SecretConfig>,
     /// Probe/metrics listener; `None` when disabled or in `--once` mode.
     pub listen: Option<SocketAddr>,
+    /// Admin listener for `POST /rotate`; `None` when disabled or in `--once` mode.
+    pub admin: Option<AdminConfig>,
+    /// Leave database usernames out of `/status` and the status page.
+    pub status_hide_usernames: bool,
     pub once: bool,
     pub once_timeout: Duration,
     pub revoke_on_exit: bool,
@@ -279,6 +301,21 @@ pub struct Config {
     pub log_level: String,
     /// The `--config` file, re-read on SIGHUP.
     pub config_file: Option<PathBuf>,
+}
+
+/// The admin listener: see docs/admin.md for its security model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Set when the address was configured rather than defaulted: then failing to bind it is
+    /// an error, where the default only earns a warning (two sidecars in one pod, or tests
+    /// running side by side, would otherwise fight over the default port).
+    pub required: bool,
+    /// The bearer token's file; checked at startup, re-read on every request so a rotated
+    /// Kubernetes Secret takes effect without a restart.
+    pub token_file: Option<PathBuf>,
+    /// Accept requests from peers other than loopback.
+    pub allow_remote: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -407,12 +444,17 @@ fn apply_env(mut cli: Cli, env: EnvLookup) -> Cli {
         refresh_every => "REFRESH_EVERY", notify_exec => "NOTIFY_EXEC", notify_signal => "NOTIFY_SIGNAL",
         notify_pid_file => "NOTIFY_PID_FILE", notify_url => "NOTIFY_URL", notify_timeout => "NOTIFY_TIMEOUT",
         listen => "LISTEN", once_timeout => "ONCE_TIMEOUT",
+        admin_listen => "ADMIN_LISTEN", admin_token_file => "ADMIN_TOKEN_FILE",
         splay => "SPLAY", backoff_min => "BACKOFF_MIN", backoff_max => "BACKOFF_MAX",
         config => "CONFIG", log_format => "LOG_FORMAT", log_level => "LOG_LEVEL",
     );
     cli.once = cli.once || var("ONCE").is_some_and(|v| parse_bool(&v) == Some(true));
     cli.revoke_on_exit =
         cli.revoke_on_exit || var("REVOKE_ON_EXIT").is_some_and(|v| parse_bool(&v) == Some(true));
+    cli.status_hide_usernames = cli.status_hide_usernames
+        || var("STATUS_HIDE_USERNAMES").is_some_and(|v| parse_bool(&v) == Some(true));
+    cli.admin_allow_remote = cli.admin_allow_remote
+        || var("ADMIN_ALLOW_REMOTE").is_some_and(|v| parse_bool(&v) == Some(true));
     cli
 }
 
@@ -454,6 +496,11 @@ fn build(cli: Cli, file: FileConfig, env: EnvLookup) -> Result<Config, ConfigErr
                 format!("{listen_raw:?} is not an address like 0.0.0.0:8080: {e}"),
             )
         })?)
+    };
+    let admin = if once {
+        None
+    } else {
+        build_admin(&cli, agent)?
     };
     let splay = if once {
         Duration::ZERO
@@ -502,6 +549,9 @@ fn build(cli: Cli, file: FileConfig, env: EnvLookup) -> Result<Config, ConfigErr
         auth,
         secrets,
         listen,
+        admin,
+        status_hide_usernames: cli.status_hide_usernames
+            || agent.status_hide_usernames.unwrap_or(false),
         once,
         once_timeout: duration_or(
             "--once-timeout",
@@ -521,6 +571,54 @@ fn build(cli: Cli, file: FileConfig, env: EnvLookup) -> Result<Config, ConfigErr
             .unwrap_or_else(|| "info".into()),
         config_file: cli.config.clone(),
     })
+}
+
+fn build_admin(cli: &Cli, agent: &FileAgent) -> Result<Option<AdminConfig>, ConfigError> {
+    let configured = cli
+        .admin_listen
+        .clone()
+        .or_else(|| agent.admin_listen.clone());
+    let raw = configured
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_string());
+    if raw == "off" || raw.is_empty() {
+        return Ok(None);
+    }
+    let listen = raw.parse::<SocketAddr>().map_err(|e| {
+        invalid(
+            "--admin-listen",
+            format!("{raw:?} is not an address like 127.0.0.1:8081: {e}"),
+        )
+    })?;
+    let token_file = cli
+        .admin_token_file
+        .clone()
+        .or_else(|| agent.admin_token_file.clone());
+    if let Some(path) = &token_file {
+        // Fail at startup rather than answer 500 to every request later; the content is
+        // checked, never kept or shown.
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid("--admin-token-file", format!("{}: {e}", path.display())))?;
+        if text.trim().is_empty() {
+            return Err(invalid(
+                "--admin-token-file",
+                format!("{} is empty", path.display()),
+            ));
+        }
+    }
+    let allow_remote = cli.admin_allow_remote || agent.admin_allow_remote.unwrap_or(false);
+    if allow_remote && token_file.is_none() {
+        return Err(invalid(
+            "--admin-allow-remote",
+            "needs --admin-token-file: remote peers must authenticate",
+        ));
+    }
+    Ok(Some(AdminConfig {
+        listen,
+        required: configured.is_some(),
+        token_file,
+        allow_remote,
+    }))
 }
 
 fn build_vault(cli: &Cli, file: &FileVault, env: EnvLookup) -> Result<VaultConfig, ConfigError> {
@@ -1140,6 +1238,77 @@ mod tests {
         args.push("--once");
         let c = load(&args, &[]).unwrap();
         assert!(c.once && c.listen.is_none() && c.splay.is_zero());
+    }
+
+    #[test]
+    fn admin_listener_defaults_to_loopback_and_can_be_turned_off() {
+        let c = load(BASE, &[]).unwrap();
+        let admin = c.admin.unwrap();
+        assert_eq!(admin.listen, "127.0.0.1:8081".parse().unwrap());
+        assert!(!admin.required && !admin.allow_remote && admin.token_file.is_none());
+        assert!(!c.status_hide_usernames);
+        let mut args = BASE.to_vec();
+        args.extend(["--admin-listen", "off"]);
+        assert!(load(&args, &[]).unwrap().admin.is_none());
+        let c = load(
+            BASE,
+            &[
+                ("VAULT_ROTATOR_ADMIN_LISTEN", "0.0.0.0:9000"),
+                ("VAULT_ROTATOR_STATUS_HIDE_USERNAMES", "true"),
+            ],
+        )
+        .unwrap();
+        let admin = c.admin.unwrap();
+        assert_eq!(admin.listen, "0.0.0.0:9000".parse().unwrap());
+        assert!(admin.required && c.status_hide_usernames);
+        let mut args = BASE.to_vec();
+        args.push("--once");
+        assert!(load(&args, &[]).unwrap().admin.is_none());
+    }
+
+    #[test]
+    fn admin_token_file_is_checked_and_remote_access_needs_it() {
+        let dir = tempdir();
+        let token = dir.join("admin-token");
+        std::fs::write(&token, "s3cret\n").unwrap();
+        let token = token.to_str().unwrap();
+        let with = |extra: &[&str], env: &[(&str, &str)]| {
+            let mut args = BASE.to_vec();
+            args.extend_from_slice(extra);
+            load(&args, env)
+        };
+        let c = with(&["--admin-token-file", token, "--admin-allow-remote"], &[]).unwrap();
+        let admin = c.admin.clone().unwrap();
+        assert!(admin.allow_remote);
+        assert_eq!(admin.token_file.as_deref(), Some(Path::new(token)));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let c = with(
+            &[],
+            &[
+                ("VAULT_ROTATOR_ADMIN_TOKEN_FILE", token),
+                ("VAULT_ROTATOR_ADMIN_ALLOW_REMOTE", "1"),
+            ],
+        )
+        .unwrap();
+        assert!(c.admin.unwrap().allow_remote);
+        let err = with(&["--admin-allow-remote"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--admin-allow-remote"), "{err}");
+        let err = with(&["--admin-token-file", "/no/such/token"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--admin-token-file"), "{err}");
+        let empty = dir.join("empty-token");
+        std::fs::write(&empty, "\n").unwrap();
+        let err = with(&["--admin-token-file", empty.to_str().unwrap()], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("empty"), "{err}");
+        let err = with(&["--admin-listen", "localhost"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--admin-listen"), "{err}");
     }
 
     #[test]

@@ -18,7 +18,9 @@
 //! - [`lease`]: pure timing decisions, tested in virtual time.
 //! - [`secret`]: one secret's loop; [`agent`]: the workers, probes and signals together.
 //! - [`credential`]: the credential and the [`credential::SecretValue`] that never prints.
-//! - [`render`], [`sink`], [`state`], [`http`]: output, files, shared status, probe server.
+//! - [`render`], [`sink`], [`state`], [`http`]: output, files, shared status, probe and admin
+//!   servers; [`metrics`] and [`status`]: what `/metrics`, `/status` and the status page show.
+//! - [`notify`]: telling the app about a new credential (exec, signal, HTTP).
 //!
 //! `main.rs` only wires these together.
 #![forbid(unsafe_code)]
@@ -29,9 +31,11 @@ pub mod credential;
 pub mod http;
 pub mod lease;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod render;
 pub mod secret;
 pub mod sink;
 pub mod state;
+pub mod status;
 pub mod vault;

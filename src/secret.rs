@@ -69,6 +69,19 @@ pub struct Control {
     /// SIGUSR1 or `POST /rotate`: issue a new credential now.
     pub rotate: Arc<Notify>,
     pub shutdown: watch::Receiver<bool>,
+    /// Set before `shutdown` when SIGHUP replaced or removed this secret: its credentials are
+    /// no longer ours to keep, so they are revoked after the grace instead of left to expire.
+    pub retire: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Control {
+    pub fn new(rotate: Arc<Notify>, shutdown: watch::Receiver<bool>) -> Control {
+        Control {
+            rotate,
+            shutdown,
+            retire: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
 }
 
 /// What is known about one issued credential.
@@ -141,6 +154,9 @@ pub struct Worker<B: Backend> {
     /// The policy refused `rotate-role`: stop asking.
     rotate_denied: bool,
     last_rotate_request: Option<Instant>,
+    /// A manual rotation (SIGUSR1, `POST /rotate`) was asked for and has not succeeded yet:
+    /// after a failure it is retried with backoff like any planned action, not dropped.
+    rotate_requested: bool,
 }
 
 impl<B: Backend> Worker<B> {
@@ -169,6 +185,7 @@ impl<B: Backend> Worker<B> {
             retry_at: None,
             rotate_denied: false,
             last_rotate_request: None,
+            rotate_requested: false,
         }
     }
 
@@ -211,7 +228,10 @@ impl<B: Backend> Worker<B> {
             });
             let action = tokio::select! {
                 _ = tokio::time::sleep_until(at) => action,
-                _ = rotate.notified() => Action::Reissue(Why::Cadence),
+                _ = rotate.notified() => {
+                    self.rotate_requested = true;
+                    Action::Reissue(Why::Cadence)
+                }
                 changed = token_changes.changed() => {
                     if changed.is_err() { break; }
                     continue;
@@ -220,7 +240,13 @@ impl<B: Backend> Worker<B> {
             };
             let result = self.perform(action).await;
             match result {
+                // Revoking an old lease always "succeeds" (best effort) and says nothing about
+                // the action that is failing: it must not reset that action's backoff.
+                Ok(()) if action == Action::Revoke => {}
                 Ok(()) => {
+                    if matches!(action, Action::Issue | Action::Reissue(_)) {
+                        self.rotate_requested = false;
+                    }
                     self.retry_at = None;
                     self.backoff.reset();
                 }
@@ -235,7 +261,15 @@ impl<B: Backend> Worker<B> {
     }
 
     fn next_action(&mut self, now: Instant) -> (Action, Instant) {
-        let planned = self.planned(now);
+        let mut planned = self.planned(now);
+        if self.rotate_requested && planned.0 != Action::Issue {
+            // A manual rotation that failed is retried when its backoff ends, unless the plan
+            // needs something sooner (a renewal keeps the current lease alive meanwhile).
+            let retry = self.retry_at.unwrap_or(now);
+            if retry <= planned.1 {
+                planned = (Action::Reissue(Why::Cadence), retry);
+            }
+        }
         let (action, at) = match self.pending_revokes.iter().map(|(_, at)| *at).min() {
             Some(revoke_at) if revoke_at < planned.1 => (Action::Revoke, revoke_at),
             _ => planned,
@@ -342,6 +376,10 @@ impl<B: Backend> Worker<B> {
                 };
                 (self.kind.unwrap_or(kind), Some(info.path))
             }
+            // Vault is sealed, unreachable or refused the login: nothing was learnt about the
+            // mount, and a guess would be kept for good (a KV v2 path read without `data/`
+            // forever). Fail this attempt; the backoff retries it.
+            Err(e) if !answered_for_the_mount(&e) => return Err(e),
             Err(e) => {
                 let guess = self
                     .kind
@@ -443,8 +481,13 @@ impl<B: Backend> Worker<B> {
             s.last_rotation = Some(now);
             s.last_error = None;
         });
-        self.state
-            .record(&name, event, format!("{username} ({reason})"));
+        self.state.record_credential(
+            &name,
+            event,
+            held.cred.username.clone(),
+            held.cred.lease_id.clone(),
+            reason,
+        );
         // The first credential is in place before the app starts; later ones are news to it.
         if event == EventKind::Rotated && !self.cfg.hooks.is_empty() {
             let change = crate::notify::Change {
@@ -613,7 +656,7 @@ impl<B: Backend> Worker<B> {
             Err(SecretError::Vault(e)) if e.is_lease_gone() => {
                 tracing::warn!(secret = %name, error = %e, "the lease is gone (revoked or expired in Vault); issuing a new credential");
                 self.state
-                    .record(&name, EventKind::Failed, format!("renew: {e}"));
+                    .record_failure(&name, "renew", format!("renew: {e}"));
                 if let Some(held) = self.current.as_mut() {
                     // It cannot be revoked or renewed any more; forget its lease.
                     held.cred.lease_id = None;
@@ -737,19 +780,23 @@ impl<B: Backend> Worker<B> {
         match result {
             Ok(_) => {
                 tracing::info!(secret = %self.cfg.name, lease_id, "revoked old credential");
-                self.state
-                    .record(&self.cfg.name, EventKind::Revoked, lease_id.to_string());
+                self.state.record_revoked(&self.cfg.name, lease_id);
             }
             Err(e) => {
                 tracing::warn!(secret = %self.cfg.name, lease_id, error = %e, "revoking old credential failed; it will expire at its TTL");
                 self.state
-                    .record(&self.cfg.name, EventKind::Failed, format!("revoke: {e}"));
+                    .record_failure(&self.cfg.name, "revoke", format!("revoke: {e}"));
             }
         }
     }
 
     async fn shutdown(&mut self) {
-        if !self.revoke_on_exit {
+        let retired = self.control.retire.load(std::sync::atomic::Ordering::Relaxed);
+        if retired {
+            // The app may still hold this credential until the successor's file lands: give
+            // it the same grace as any replaced credential.
+            tokio::time::sleep(self.cfg.revoke_grace).await;
+        } else if !self.revoke_on_exit {
             return;
         }
         let mut ids: Vec<String> = self.pending_revokes.drain(..).map(|(id, _)| id).collect();
@@ -763,17 +810,28 @@ impl<B: Backend> Worker<B> {
 
     fn log_failure(&self, action: Action, e: &SecretError, wait: Duration) {
         let name = &self.cfg.name;
+        let stage = failure_stage(action, e);
         tracing::warn!(
             secret = %name,
             action = action.describe(),
-            stage = e.stage(),
+            stage,
             error = %e,
             retry_in = %humantime::format_duration(crate::vault::auth::round(wait)),
             "failed; the last good file is kept"
         );
-        let msg = format!("{}: {e}", e.stage());
-        // record() counts the failure and keeps it as last_error.
-        self.state.record(name, EventKind::Failed, msg);
+        // Counts the failure, by stage, and keeps it as last_error.
+        self.state
+            .record_failure(name, stage, format!("{stage}: {e}"));
+    }
+}
+
+/// The stage for metrics and /status: [`SecretError::stage`], except that a Vault error while
+/// renewing is a renewal failure, not a fetch failure (the alert differs: a failing renewal
+/// still has the old lease's lifetime to recover in).
+fn failure_stage(action: Action, e: &SecretError) -> &'static str {
+    match (action, e) {
+        (Action::Renew, SecretError::Vault(_)) => "renew",
+        _ => e.stage(),
     }
 }
 
@@ -783,6 +841,17 @@ fn is_retryable(e: &SecretError) -> bool {
         SecretError::Auth(a) => a.vault_error().is_none_or(VaultError::is_transient),
         SecretError::Shape { .. } | SecretError::Render(_) => false,
         SecretError::Write(_) => true,
+    }
+}
+
+/// Vault answered the mount preflight with a definite refusal (403 when the policy does not
+/// grant `sys/internal/ui/mounts`, 404 on old versions): guessing from the path is what the
+/// vault CLI does then. Anything else (sealed, 5xx, transport, a failed login) says nothing
+/// about the mount.
+fn answered_for_the_mount(e: &SecretError) -> bool {
+    match e {
+        SecretError::Vault(v) => v.status().is_some() && !v.is_transient(),
+        _ => false,
     }
 }
 

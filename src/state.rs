@@ -1,5 +1,6 @@
-//! What the probes (and later metrics and `/status`) read: per-secret status, a bounded event
-//! history, and the liveness of the agent's loops.
+//! What the probes, `/metrics` and `/status` read: per-secret status, a bounded event history
+//! (the rotation activity log), counters, the liveness of the agent's loops, and the handles
+//! that `POST /rotate` wakes.
 //!
 //! Shared as `Arc<State>` between the tokio runtime (writers) and the probe server's OS thread
 //! (readers). A plain `std::sync::Mutex` suffices: every critical section is a few field
@@ -8,7 +9,7 @@
 //! Nothing here may hold a password, token or other secret value: everything is meant to be
 //! shown on an endpoint. Callers must keep secrets out of `detail` and `last_error` strings.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -16,8 +17,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Serialize, Serializer};
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::Notify;
 
 use crate::credential::SecretKind;
+use crate::metrics::VaultRequests;
 use crate::vault::auth::AuthEvent;
 
 /// Events kept per secret: enough to see the last few rotations and failures on `/status`
@@ -25,6 +28,10 @@ use crate::vault::auth::AuthEvent;
 pub const HISTORY_LEN: usize = 50;
 /// Longest event detail kept, in characters; details come from error messages of any size.
 const DETAIL_MAX: usize = 300;
+/// The stages a secret's work can fail in: the `stage` label of the failure metric, closed so
+/// its cardinality stays bounded. [`crate::secret::SecretError::stage`] names the first four;
+/// the worker tells renewals and revocations apart.
+pub const STAGES: [&str; 6] = ["auth", "fetch", "renew", "revoke", "write", "render"];
 /// How long `/health` waits for the agent's event loop to answer a ping.
 pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -67,10 +74,19 @@ pub struct SecretStatus {
     pub rotations: u64,
     pub renewals: u64,
     pub failures: u64,
+    /// `failures` split by the stage that failed (one of [`STAGES`]); failures recorded
+    /// without a stage are only in the total.
+    pub failures_by_stage: BTreeMap<&'static str, u64>,
     /// App notifications (exec, signal, HTTP hooks) that succeeded and failed; a failed
     /// notification is not a credential failure, so it has its own counter.
     pub notifications: u64,
     pub notify_failures: u64,
+    /// The same, per hook kind ("exec", "signal", "http").
+    pub notifications_by_hook: BTreeMap<String, HookCounts>,
+    /// When `expires_at` last changed (a new credential, a renewal): the start of the lifetime
+    /// that the status page draws as a bar.
+    #[serde(serialize_with = "opt_time")]
+    pub expiry_set_at: Option<SystemTime>,
     pub last_error: Option<String>,
     /// What the secret's loop will do next, and when.
     pub next_action: Option<NextAction>,
@@ -86,13 +102,44 @@ pub struct NextAction {
     pub at: SystemTime,
 }
 
+/// Outcomes of one kind of app-notification hook.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct HookCounts {
+    pub ok: u64,
+    pub failed: u64,
+}
+
 /// One entry of a secret's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Event {
     #[serde(serialize_with = "time")]
     pub at: SystemTime,
     pub kind: EventKind,
+    /// Why, or what went wrong; never a secret value.
     pub detail: String,
+    /// For failures: which of [`STAGES`] failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<&'static str>,
+    /// The database user the event is about (issued, rotated, revoked), kept apart from the
+    /// detail so `/status` can hide it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The lease the event is about: lets a revocation find the user it ended. Never shown.
+    #[serde(skip)]
+    pub lease_id: Option<String>,
+}
+
+impl Event {
+    pub fn new(kind: EventKind, detail: impl Into<String>, at: SystemTime) -> Event {
+        Event {
+            at,
+            kind,
+            detail: truncate(detail.into()),
+            stage: None,
+            username: None,
+            lease_id: None,
+        }
+    }
 }
 
 /// What happened. [`State::record`] keeps the counters in step with these.
@@ -146,6 +193,11 @@ pub struct State {
     inner: Mutex<Inner>,
     /// The agent's ping responder; `None` until the agent registers one (and in tests).
     liveness: Mutex<Option<LivenessTx>>,
+    /// Counts and latencies of Vault requests, fed by the client's observer hook. Lock-free
+    /// atomics, so the request path never waits on a scrape.
+    vault_requests: VaultRequests,
+    /// For uptime on `/status` and the start-time metric.
+    started_at: SystemTime,
 }
 
 struct Inner {
@@ -157,6 +209,10 @@ struct Inner {
 struct Entry {
     status: SecretStatus,
     tasks: Tasks,
+    /// Wakes the secret's running worker for a rotation now (SIGUSR1, `POST /rotate`);
+    /// replaced when a reload restarts the worker, so the admin listener always reaches the
+    /// current one.
+    rotate: Option<Arc<Notify>>,
 }
 
 /// How many of a secret's tasks are running. A count, not a flag: on reload the old task of a
@@ -182,7 +238,19 @@ impl State {
                 auth: AuthCounters::default(),
             }),
             liveness: Mutex::new(None),
+            vault_requests: VaultRequests::default(),
+            started_at: SystemTime::now(),
         })
+    }
+
+    /// When this agent started.
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
+    /// The Vault request metrics; their `observe` is what the client's observer calls.
+    pub fn vault_requests(&self) -> &VaultRequests {
+        &self.vault_requests
     }
 
     /// Adds a secret, or updates the path and kind of a known one while keeping its status
@@ -208,9 +276,52 @@ impl State {
     }
 
     /// Changes a secret's status in place. An unknown name is ignored: it can only be a secret
-    /// removed on reload whose task has not stopped yet.
+    /// removed on reload whose task has not stopped yet. A changed `expires_at` also moves
+    /// `expiry_set_at`, so every writer keeps the lifetime bar right without knowing of it.
     pub fn update(&self, name: &str, f: impl FnOnce(&mut SecretStatus)) {
-        self.with_entry(name, |entry| f(&mut entry.status));
+        self.with_entry(name, |entry| {
+            let before = entry.status.expires_at;
+            f(&mut entry.status);
+            if entry.status.expires_at != before {
+                entry.status.expiry_set_at = entry.status.expires_at.map(|_| SystemTime::now());
+            }
+        });
+    }
+
+    /// Declares the app-notification hooks a secret has (their kinds), so their counters exist
+    /// at zero before the first notification; `increase()` needs a starting point.
+    pub fn declare_hooks(&self, name: &str, hooks: &[&str]) {
+        self.with_entry(name, |entry| {
+            for hook in hooks {
+                let by_hook = &mut entry.status.notifications_by_hook;
+                by_hook.entry(hook.to_string()).or_default();
+            }
+        });
+    }
+
+    /// Registers the handle that wakes a secret's worker for a manual rotation, replacing the
+    /// one of a worker that a reload stopped.
+    pub fn set_rotate_handle(&self, name: &str, rotate: Arc<Notify>) {
+        self.with_entry(name, |entry| entry.rotate = Some(rotate));
+    }
+
+    /// Asks the named secret's worker, or every worker when `name` is `None`, to issue a new
+    /// credential now; returns the names woken, or `None` for an unknown name. The wake-up is
+    /// a permit, so requests arriving while a rotation runs coalesce into one more.
+    pub fn request_rotation(&self, name: Option<&str>) -> Option<Vec<String>> {
+        let inner = self.lock();
+        let mut woken = Vec::new();
+        for entry in &inner.secrets {
+            if name.is_some_and(|n| n != entry.status.name) {
+                continue;
+            }
+            if let Some(rotate) = &entry.rotate {
+                rotate.notify_one();
+                woken.push(entry.status.name.clone());
+            }
+        }
+        let known = name.is_none_or(|n| inner.secrets.iter().any(|e| e.status.name == n));
+        known.then_some(woken)
     }
 
     /// Appends an event (timestamped now) and keeps the counters in step; see [`EventKind`].
@@ -226,8 +337,53 @@ impl State {
         detail: impl Into<String>,
         at: SystemTime,
     ) {
-        let detail = truncate(detail.into());
-        self.with_entry(name, |entry| entry.status.apply(Event { at, kind, detail }));
+        self.record_event(name, Event::new(kind, detail, at));
+    }
+
+    /// Appends a fully built event; see [`EventKind`] for the counters it moves.
+    pub fn record_event(&self, name: &str, event: Event) {
+        self.with_entry(name, |entry| entry.status.apply(event));
+    }
+
+    /// Records a failure in `stage` (one of [`STAGES`]): counts it in total and by stage and
+    /// keeps `detail` as the last error.
+    pub fn record_failure(&self, name: &str, stage: &'static str, detail: impl Into<String>) {
+        let mut event = Event::new(EventKind::Failed, detail, SystemTime::now());
+        event.stage = Some(stage);
+        self.record_event(name, event);
+    }
+
+    /// Records a new credential (`Issued` or `Rotated`) for `username` under `lease_id`.
+    pub fn record_credential(
+        &self,
+        name: &str,
+        kind: EventKind,
+        username: Option<String>,
+        lease_id: Option<String>,
+        reason: &str,
+    ) {
+        let mut event = Event::new(kind, reason, SystemTime::now());
+        event.username = username;
+        event.lease_id = lease_id;
+        self.record_event(name, event);
+    }
+
+    /// Records the revocation of `lease_id`, naming the user it belonged to when the history
+    /// still holds the event that issued it.
+    pub fn record_revoked(&self, name: &str, lease_id: &str) {
+        self.with_entry(name, |entry| {
+            let username = entry
+                .status
+                .history
+                .iter()
+                .rev()
+                .find(|e| e.lease_id.as_deref() == Some(lease_id))
+                .and_then(|e| e.username.clone());
+            let mut event = Event::new(EventKind::Revoked, "lease revoked", SystemTime::now());
+            event.username = username;
+            event.lease_id = Some(lease_id.to_string());
+            entry.status.apply(event);
+        });
     }
 
     /// Every secret's status, in configuration order.
@@ -267,7 +423,19 @@ impl State {
             true => (EventKind::Notified, "succeeded"),
             false => (EventKind::NotifyFailed, "failed"),
         };
-        self.record(name, kind, format!("{hook} hook {outcome}"));
+        self.with_entry(name, |entry| {
+            let counts = entry
+                .status
+                .notifications_by_hook
+                .entry(hook.to_string())
+                .or_default();
+            match ok {
+                true => counts.ok += 1,
+                false => counts.failed += 1,
+            }
+            let event = Event::new(kind, format!("{hook} hook {outcome}"), SystemTime::now());
+            entry.status.apply(event);
+        });
     }
 
     pub fn auth_counters(&self) -> AuthCounters {
@@ -415,6 +583,7 @@ impl Entry {
         Entry {
             status: SecretStatus::new(info),
             tasks: Tasks::default(),
+            rotate: None,
         }
     }
 }
@@ -434,8 +603,11 @@ impl SecretStatus {
             rotations: 0,
             renewals: 0,
             failures: 0,
+            failures_by_stage: BTreeMap::new(),
             notifications: 0,
             notify_failures: 0,
+            notifications_by_hook: BTreeMap::new(),
+            expiry_set_at: None,
             last_error: None,
             next_action: None,
             history: VecDeque::with_capacity(HISTORY_LEN),
@@ -452,6 +624,9 @@ impl SecretStatus {
             EventKind::Written => self.written_at = Some(event.at),
             EventKind::Failed => {
                 self.failures += 1;
+                if let Some(stage) = event.stage {
+                    *self.failures_by_stage.entry(stage).or_default() += 1;
+                }
                 self.last_error = Some(event.detail.clone());
             }
             EventKind::Notified => self.notifications += 1,
@@ -601,6 +776,119 @@ mod tests {
         assert_eq!((s.notifications, s.notify_failures, s.failures), (1, 1, 0));
         assert_eq!(s.history[1].detail, "http hook failed");
         assert_eq!(s.history[1].kind, EventKind::NotifyFailed);
+    }
+
+    #[test]
+    fn failures_are_counted_by_stage() {
+        let state = State::new(vec![info("db")]);
+        state.record_failure("db", "renew", "renew: HTTP 500");
+        state.record_failure("db", "renew", "renew: HTTP 502");
+        state.record_failure("db", "auth", "auth: HTTP 400");
+        state.record("db", EventKind::Failed, "no stage");
+        let s = state.get("db").unwrap();
+        assert_eq!(s.failures, 4);
+        assert_eq!(s.failures_by_stage.get("renew"), Some(&2));
+        assert_eq!(s.failures_by_stage.get("auth"), Some(&1));
+        assert_eq!(s.history[2].stage, Some("auth"));
+        assert_eq!(s.last_error.as_deref(), Some("no stage"));
+    }
+
+    #[test]
+    fn revocation_names_the_user_its_lease_was_issued_to() {
+        let state = State::new(vec![info("db")]);
+        state.record_credential(
+            "db",
+            EventKind::Issued,
+            Some("v-1".into()),
+            Some("l/1".into()),
+            "first",
+        );
+        state.record_credential(
+            "db",
+            EventKind::Rotated,
+            Some("v-2".into()),
+            Some("l/2".into()),
+            "cadence",
+        );
+        state.record_revoked("db", "l/1");
+        state.record_revoked("db", "l/unknown");
+        let s = state.get("db").unwrap();
+        assert_eq!(s.history[2].username.as_deref(), Some("v-1"));
+        assert_eq!(s.history[3].username, None);
+        assert_eq!(s.rotations, 1);
+        let json = serde_json::to_string(&s.history).unwrap();
+        assert!(
+            !json.contains("l/1") && !json.contains("lease_id"),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn rotation_requests_reach_the_current_handle() {
+        let state = State::new(vec![info("db"), info("kv")]);
+        assert_eq!(state.request_rotation(Some("nope")), None);
+        assert_eq!(
+            state.request_rotation(None),
+            Some(vec![]),
+            "no worker running yet"
+        );
+        let old = Arc::new(Notify::new());
+        state.set_rotate_handle("db", old.clone());
+        // A reload restarts the worker with a new handle.
+        let new = Arc::new(Notify::new());
+        state.set_rotate_handle("db", new.clone());
+        state.set_rotate_handle("kv", Arc::new(Notify::new()));
+        assert_eq!(
+            state.request_rotation(Some("db")),
+            Some(vec!["db".to_string()])
+        );
+        assert_eq!(
+            state.request_rotation(None),
+            Some(vec!["db".to_string(), "kv".to_string()])
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let woken = |n: &Notify| {
+            rt.block_on(async {
+                tokio::time::timeout(Duration::from_millis(1), n.notified())
+                    .await
+                    .is_ok()
+            })
+        };
+        assert!(woken(&new));
+        assert!(!woken(&old), "the stopped worker's handle is dropped");
+        state.remove_secret("db");
+        assert_eq!(state.request_rotation(Some("db")), None);
+    }
+
+    #[test]
+    fn a_new_expiry_starts_a_new_lifetime() {
+        let state = State::new(vec![info("db")]);
+        state.update("db", |s| s.renewable = true);
+        assert_eq!(state.get("db").unwrap().expiry_set_at, None);
+        state.update("db", |s| s.expires_at = Some(at(5_000)));
+        let first = state.get("db").unwrap().expiry_set_at.unwrap();
+        state.update("db", |s| s.renewals += 0);
+        assert_eq!(state.get("db").unwrap().expiry_set_at, Some(first));
+        std::thread::sleep(Duration::from_millis(2));
+        state.update("db", |s| s.expires_at = Some(at(6_000)));
+        assert!(state.get("db").unwrap().expiry_set_at.unwrap() > first);
+    }
+
+    #[test]
+    fn declared_hooks_start_at_zero_and_count_apart() {
+        let state = State::new(vec![info("db")]);
+        state.declare_hooks("db", &["exec", "http"]);
+        state.notify_result("db", "http", false);
+        state.declare_hooks("db", &["exec", "http"]);
+        let s = state.get("db").unwrap();
+        assert_eq!(s.notifications_by_hook["exec"], HookCounts::default());
+        assert_eq!(
+            s.notifications_by_hook["http"],
+            HookCounts { ok: 0, failed: 1 }
+        );
     }
 
     #[test]

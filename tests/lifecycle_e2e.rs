@@ -24,7 +24,7 @@ async fn sighup_adds_a_secret_and_keeps_the_unchanged_one() {
     let config = dir.path().join("agent.toml");
     let base = format!(
         "[vault]\naddr = \"{}\"\n[auth]\nmethod = \"approle\"\nrole_id_file = \"{rf}\"\nsecret_id_file = \"{sf}\"\n\
-         [[secret]]\nname = \"db\"\npath = \"database/creds/app\"\noutput = \"{}\"\n",
+         [[secret]]\nname = \"db\"\npath = \"database/creds/app\"\noutput = \"{}\"\nrevoke_grace = \"1s\"\n",
         stack.addr(),
         db.display()
     );
@@ -47,6 +47,23 @@ async fn sighup_adds_a_secret_and_keeps_the_unchanged_one() {
     let after = read_cred(&db).unwrap();
     assert_eq!(s(&first, "username"), s(&after, "username"), "unchanged secret keeps its credential");
     assert_eq!(stack.pg_dynamic_roles().await.len(), 2, "one user per secret, no re-issue");
+    // Changing a secret restarts it: a new credential, and the old one revoked after its grace
+    // rather than left behind until its TTL.
+    std::fs::write(&config, base.replace("revoke_grace = \"1s\"", "revoke_grace = \"1s\"\nfile_mode = \"0440\"")).unwrap();
+    agent.signal("HUP");
+    let replaced = eventually(SEC(15), "the changed secret's new credential", || {
+        let db = db.clone();
+        let old = s(&first, "username");
+        async move { read_cred(&db).filter(|c| s(c, "username") != old) }
+    })
+    .await;
+    eventually(SEC(15), "the retired credential revoked", || {
+        let stack = &stack;
+        let user = s(&first, "username");
+        async move { (!stack.pg_role_exists(&user).await).then_some(()) }
+    })
+    .await;
+    stack.pg_login(&s(&replaced, "username"), &s(&replaced, "password")).await.unwrap();
     // An invalid config on SIGHUP keeps the running one.
     std::fs::write(&config, "[[secret]]\nnonsense = 1\n").unwrap();
     agent.signal("HUP");

@@ -265,10 +265,7 @@ fn start(vault: Arc<FakeVault>, rotate_every: Option<Duration>, grace: Duration)
     }]);
     let sink = FileSink::new(file.clone(), 0o400, None).unwrap();
     let (stop, rx) = watch::channel(false);
-    let control = Control {
-        rotate: Arc::new(Notify::new()),
-        shutdown: rx,
-    };
+    let control = Control::new(Arc::new(Notify::new()), rx);
     let backoff = Backoff {
         min: S(1),
         max: S(60),

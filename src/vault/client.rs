@@ -747,12 +747,12 @@ mod tests {
             "mount-info"
         );
         assert_eq!(kind(Method::POST, "sys/wrapping/unwrap"), "unwrap");
-        assert_eq!(
-            kind(Method::POST, "team/db/rotate-role/app"),
-            "rotate-role"
-        );
+        assert_eq!(kind(Method::POST, "team/db/rotate-role/app"), "rotate-role");
         assert_eq!(kind(Method::GET, "database/creds/app"), "secret-read");
-        assert_eq!(kind(Method::GET, "secret/data/rotate-role/x"), "secret-read");
+        assert_eq!(
+            kind(Method::GET, "secret/data/rotate-role/x"),
+            "secret-read"
+        );
         assert_eq!(kind(Method::GET, "sys/leases/renewals"), "other");
         assert_eq!(kind(Method::POST, "auth/approle/role/app"), "other");
     }
