@@ -791,7 +791,10 @@ impl<B: Backend> Worker<B> {
     }
 
     async fn shutdown(&mut self) {
-        let retired = self.control.retire.load(std::sync::atomic::Ordering::Relaxed);
+        let retired = self
+            .control
+            .retire
+            .load(std::sync::atomic::Ordering::Relaxed);
         if retired {
             // The app may still hold this credential until the successor's file lands: give
             // it the same grace as any replaced credential.

@@ -524,13 +524,25 @@ async fn renewals_move_expires_at_without_new_users() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_every_on_a_static_role_calls_rotate_role_and_stops_when_denied() {
     let stack = Stack::start().await;
-    let (client, conn) = tokio_postgres::connect(&stack.pg.conn_string(stack.pg.superuser(), stack.pg.superuser_password()), tokio_postgres::NoTls)
+    let (client, conn) = tokio_postgres::connect(
+        &stack
+            .pg
+            .conn_string(stack.pg.superuser(), stack.pg.superuser_password()),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute("CREATE ROLE app_static LOGIN PASSWORD 'initial'")
         .await
         .unwrap();
-    tokio::spawn(conn);
-    client.batch_execute("CREATE ROLE app_static LOGIN PASSWORD 'initial'").await.unwrap();
     stack
-        .api("POST", "database/static-roles/app-static", json!({"db_name": "pg", "username": "app_static", "rotation_period": "1h"}))
+        .api(
+            "POST",
+            "database/static-roles/app-static",
+            json!({"db_name": "pg", "username": "app_static", "rotation_period": "1h"}),
+        )
         .await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
@@ -538,13 +550,28 @@ async fn rotate_every_on_a_static_role_calls_rotate_role_and_stops_when_denied()
     let out = dir.path().join("static.json");
     let args = |out: &std::path::Path| {
         vec![
-            "--vault-addr".to_string(), stack.addr().to_string(), "--auth".into(), "approle".into(), "--role-id-file".into(), rf.clone(),
-            "--secret-id-file".into(), sf.clone(), "--secret".into(), "database/static-creds/app-static".into(),
-            "--output".into(), out.display().to_string(), "--rotate-every".into(), "3s".into(),
+            "--vault-addr".to_string(),
+            stack.addr().to_string(),
+            "--auth".into(),
+            "approle".into(),
+            "--role-id-file".into(),
+            rf.clone(),
+            "--secret-id-file".into(),
+            sf.clone(),
+            "--secret".into(),
+            "database/static-creds/app-static".into(),
+            "--output".into(),
+            out.display().to_string(),
+            "--rotate-every".into(),
+            "3s".into(),
         ]
     };
     let a = args(&out);
-    let mut agent = AgentProc::spawn(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[], dir.path());
+    let mut agent = AgentProc::spawn(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+        dir.path(),
+    );
     agent.wait_ready(SEC(15)).await;
     let first = read_cred(&out).unwrap();
     let second = eventually(SEC(15), "a password rotated on our cadence", || {
@@ -553,7 +580,10 @@ async fn rotate_every_on_a_static_role_calls_rotate_role_and_stops_when_denied()
         async move { read_cred(&out).filter(|c| s(c, "password") != old) }
     })
     .await;
-    stack.pg_login("app_static", &s(&second, "password")).await.expect("the rotated password works");
+    stack
+        .pg_login("app_static", &s(&second, "password"))
+        .await
+        .expect("the rotated password works");
     assert_eq!(agent.stop(), 0);
 
     // A policy without rotate-role: one attempt, a warning, then no more asking.
@@ -567,15 +597,29 @@ async fn rotate_every_on_a_static_role_calls_rotate_role_and_stops_when_denied()
     stack.control("DELETE", "requests", Value::Null).await;
     let out2 = dir.path().join("static2.json");
     let a = args(&out2);
-    let mut denied = AgentProc::spawn(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[], dir.path());
+    let mut denied = AgentProc::spawn(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+        dir.path(),
+    );
     denied.wait_ready(SEC(15)).await;
     tokio::time::sleep(SEC(10)).await;
-    let log = stack.control("GET", "requests?path_prefix=/v1/database/rotate-role/", Value::Null).await;
+    let log = stack
+        .control(
+            "GET",
+            "requests?path_prefix=/v1/database/rotate-role/",
+            Value::Null,
+        )
+        .await;
     let attempts = log["requests"].as_array().unwrap().len();
     // One attempt, repeated once after a fresh login (a bare 403 may mean a dead token on
     // OpenBao), then never again.
     assert_eq!(attempts, 2, "asked once, then stopped: {log}");
-    assert!(denied.logs().contains("does not allow rotate-role"), "{}", denied.logs());
+    assert!(
+        denied.logs().contains("does not allow rotate-role"),
+        "{}",
+        denied.logs()
+    );
     assert_eq!(denied.status("/ready").await, Some(200));
     assert_eq!(denied.stop(), 0);
 }

@@ -45,11 +45,26 @@ async fn sighup_adds_a_secret_and_keeps_the_unchanged_one() {
     .await;
     agent.wait_ready(SEC(10)).await;
     let after = read_cred(&db).unwrap();
-    assert_eq!(s(&first, "username"), s(&after, "username"), "unchanged secret keeps its credential");
-    assert_eq!(stack.pg_dynamic_roles().await.len(), 2, "one user per secret, no re-issue");
+    assert_eq!(
+        s(&first, "username"),
+        s(&after, "username"),
+        "unchanged secret keeps its credential"
+    );
+    assert_eq!(
+        stack.pg_dynamic_roles().await.len(),
+        2,
+        "one user per secret, no re-issue"
+    );
     // Changing a secret restarts it: a new credential, and the old one revoked after its grace
     // rather than left behind until its TTL.
-    std::fs::write(&config, base.replace("revoke_grace = \"1s\"", "revoke_grace = \"1s\"\nfile_mode = \"0440\"")).unwrap();
+    std::fs::write(
+        &config,
+        base.replace(
+            "revoke_grace = \"1s\"",
+            "revoke_grace = \"1s\"\nfile_mode = \"0440\"",
+        ),
+    )
+    .unwrap();
     agent.signal("HUP");
     let replaced = eventually(SEC(15), "the changed secret's new credential", || {
         let db = db.clone();
@@ -63,13 +78,20 @@ async fn sighup_adds_a_secret_and_keeps_the_unchanged_one() {
         async move { (!stack.pg_role_exists(&user).await).then_some(()) }
     })
     .await;
-    stack.pg_login(&s(&replaced, "username"), &s(&replaced, "password")).await.unwrap();
+    stack
+        .pg_login(&s(&replaced, "username"), &s(&replaced, "password"))
+        .await
+        .unwrap();
     // An invalid config on SIGHUP keeps the running one.
     std::fs::write(&config, "[[secret]]\nnonsense = 1\n").unwrap();
     agent.signal("HUP");
     tokio::time::sleep(SEC(1)).await;
     assert_eq!(agent.status("/health").await, Some(200));
-    assert!(agent.logs().contains("keeping the running one"), "{}", agent.logs());
+    assert!(
+        agent.logs().contains("keeping the running one"),
+        "{}",
+        agent.logs()
+    );
     assert_eq!(agent.stop(), 0);
 }
 
@@ -82,14 +104,27 @@ async fn revoke_on_exit_drops_the_user_and_plain_exit_keeps_it() {
     let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
     let out = dir.path().join("db.json");
     let args = [
-        "--vault-addr", stack.addr(), "--auth", "approle", "--role-id-file", &rf, "--secret-id-file", &sf,
-        "--secret", "database/creds/app", "--output", out.to_str().unwrap(),
+        "--vault-addr",
+        stack.addr(),
+        "--auth",
+        "approle",
+        "--role-id-file",
+        &rf,
+        "--secret-id-file",
+        &sf,
+        "--secret",
+        "database/creds/app",
+        "--output",
+        out.to_str().unwrap(),
     ];
     let mut plain = AgentProc::spawn(&args, &[], dir.path());
     plain.wait_ready(SEC(15)).await;
     let kept = s(&read_cred(&out).unwrap(), "username");
     assert_eq!(plain.stop(), 0);
-    assert!(stack.pg_role_exists(&kept).await, "without --revoke-on-exit the credential outlives the agent");
+    assert!(
+        stack.pg_role_exists(&kept).await,
+        "without --revoke-on-exit the credential outlives the agent"
+    );
 
     let mut with_revoke = args.to_vec();
     with_revoke.push("--revoke-on-exit");
@@ -98,7 +133,11 @@ async fn revoke_on_exit_drops_the_user_and_plain_exit_keeps_it() {
     let user = s(&read_cred(&out).unwrap(), "username");
     assert_ne!(user, kept);
     assert_eq!(agent.stop(), 0);
-    assert!(!stack.pg_role_exists(&user).await, "revoked on exit: {}", agent.logs());
+    assert!(
+        !stack.pg_role_exists(&user).await,
+        "revoked on exit: {}",
+        agent.logs()
+    );
     // The file keeps the last credential: the agent never deletes it.
     assert!(out.exists());
 }
@@ -113,15 +152,33 @@ async fn once_gives_up_within_its_bound_with_exit_1() {
     let start = std::time::Instant::now();
     let result = std::process::Command::new(env!("CARGO_BIN_EXE_vault-rotator"))
         .args([
-            "--vault-addr", &format!("http://127.0.0.1:{port}"), "--token-file", token.to_str().unwrap(),
-            "--secret", "database/creds/app", "--kind", "dynamic", "--output", out.to_str().unwrap(),
-            "--once", "--once-timeout", "3s", "--backoff-min", "200ms", "--backoff-max", "1s",
+            "--vault-addr",
+            &format!("http://127.0.0.1:{port}"),
+            "--token-file",
+            token.to_str().unwrap(),
+            "--secret",
+            "database/creds/app",
+            "--kind",
+            "dynamic",
+            "--output",
+            out.to_str().unwrap(),
+            "--once",
+            "--once-timeout",
+            "3s",
+            "--backoff-min",
+            "200ms",
+            "--backoff-max",
+            "1s",
         ])
         .env_clear()
         .output()
         .unwrap();
     assert_eq!(result.status.code(), Some(1));
-    assert!(start.elapsed() < SEC(20), "bounded: took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < SEC(20),
+        "bounded: took {:?}",
+        start.elapsed()
+    );
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(stderr.contains("--once"), "{stderr}");
     assert!(!out.exists(), "nothing written");
@@ -131,7 +188,9 @@ async fn once_gives_up_within_its_bound_with_exit_1() {
 async fn jwt_auth_logs_in_with_bound_audience_and_subject() {
     let stack = Stack::start().await;
     stack.dynamic_role("app", "1h", "24h").await;
-    stack.api("POST", "sys/auth/jwt", json!({"type": "jwt"})).await;
+    stack
+        .api("POST", "sys/auth/jwt", json!({"type": "jwt"}))
+        .await;
     stack
         .api("POST", "auth/jwt/config", json!({"jwt_validation_pubkeys": [include_str!("fixtures/k8s-test-pub.pem")], "bound_issuer": "https://ci.example"}))
         .await;
@@ -142,25 +201,47 @@ async fn jwt_auth_logs_in_with_bound_audience_and_subject() {
             json!({"role_type": "jwt", "bound_audiences": ["vault"], "bound_subject": "repo:team/app", "user_claim": "sub", "token_policies": ["app"], "token_ttl": "1h"}),
         )
         .await;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let claims = json!({"iss": "https://ci.example", "sub": "repo:team/app", "aud": "vault", "iat": now, "exp": now + 600});
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!("fixtures/k8s-test-key.pem")).unwrap();
-    let jwt = jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!("fixtures/k8s-test-key.pem"))
+        .unwrap();
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &key,
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let jwt_file = dir.path().join("jwt");
     std::fs::write(&jwt_file, &jwt).unwrap();
     let out = dir.path().join("db.json");
     let mut agent = AgentProc::spawn(
         &[
-            "--vault-addr", stack.addr(), "--auth", "jwt", "--role", "deployer", "--jwt-file", jwt_file.to_str().unwrap(),
-            "--secret", "database/creds/app", "--output", out.to_str().unwrap(),
+            "--vault-addr",
+            stack.addr(),
+            "--auth",
+            "jwt",
+            "--role",
+            "deployer",
+            "--jwt-file",
+            jwt_file.to_str().unwrap(),
+            "--secret",
+            "database/creds/app",
+            "--output",
+            out.to_str().unwrap(),
         ],
         &[],
         dir.path(),
     );
     agent.wait_ready(SEC(15)).await;
     let cred = read_cred(&out).unwrap();
-    stack.pg_login(&s(&cred, "username"), &s(&cred, "password")).await.unwrap();
+    stack
+        .pg_login(&s(&cred, "username"), &s(&cred, "password"))
+        .await
+        .unwrap();
     assert!(!agent.logs().contains(&jwt), "the JWT reached the logs");
     assert_eq!(agent.stop(), 0);
 }
@@ -179,18 +260,35 @@ async fn works_against_openbao_flavour_with_bare_permission_denied() {
     let out = dir.path().join("db.json");
     let mut agent = AgentProc::spawn(
         &[
-            "--vault-addr", stack.addr(), "--auth", "approle", "--role-id-file", &rf, "--secret-id-file", &sf,
-            "--secret", "database/creds/app", "--output", out.to_str().unwrap(),
+            "--vault-addr",
+            stack.addr(),
+            "--auth",
+            "approle",
+            "--role-id-file",
+            &rf,
+            "--secret-id-file",
+            &sf,
+            "--secret",
+            "database/creds/app",
+            "--output",
+            out.to_str().unwrap(),
         ],
         &[],
         dir.path(),
     );
     agent.wait_ready(SEC(15)).await;
     let first = read_cred(&out).unwrap();
-    let tokens = stack.control("GET", "tokens", serde_json::Value::Null).await;
+    let tokens = stack
+        .control("GET", "tokens", serde_json::Value::Null)
+        .await;
     for t in tokens["tokens"].as_array().unwrap() {
-        if t["policies"].as_array().is_some_and(|p| p.iter().any(|x| x == "app")) {
-            stack.control("POST", "revoke-token", json!({"accessor": t["accessor"]})).await;
+        if t["policies"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|x| x == "app"))
+        {
+            stack
+                .control("POST", "revoke-token", json!({"accessor": t["accessor"]}))
+                .await;
         }
     }
     let second = eventually(SEC(15), "a new credential after the token died", || {
@@ -199,6 +297,9 @@ async fn works_against_openbao_flavour_with_bare_permission_denied() {
         async move { read_cred(&out).filter(|c| s(c, "username") != old) }
     })
     .await;
-    stack.pg_login(&s(&second, "username"), &s(&second, "password")).await.unwrap();
+    stack
+        .pg_login(&s(&second, "username"), &s(&second, "password"))
+        .await
+        .unwrap();
     assert_eq!(agent.stop(), 0);
 }
