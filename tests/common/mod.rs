@@ -368,54 +368,6 @@ where
 // Helpers for the fault and security tests (tests/faults_e2e.rs, tests/security_e2e.rs).
 
 impl Stack {
-    /// Like [`Stack::start`], with extra devvault flags (e.g. `--tls-cert`) and the client the
-    /// test talks to devvault with (one that trusts the test CA, for https).
-    pub async fn start_with(devvault_args: &[&str], http: reqwest::Client) -> Stack {
-        let pg = PgCluster::start();
-        let vault = DevVault::start(devvault_args);
-        let stack = Stack { vault, pg, http };
-        stack.configure().await;
-        stack
-    }
-
-    /// The database mount, its PostgreSQL connection and the `app` policy, as [`Stack::start`]
-    /// sets them up.
-    async fn configure(&self) {
-        self.api("POST", "sys/mounts/database", json!({"type": "database"}))
-            .await;
-        let url = format!(
-            "postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres",
-            self.pg.port()
-        );
-        self.api(
-            "POST",
-            "database/config/pg",
-            json!({
-                "plugin_name": "postgresql-database-plugin",
-                "connection_url": url,
-                "username": self.pg.superuser(),
-                "password": self.pg.superuser_password(),
-                "allowed_roles": "*",
-            }),
-        )
-        .await;
-        self.api(
-            "PUT",
-            "sys/policies/acl/app",
-            json!({"policy": r#"
-path "database/creds/*" { capabilities = ["read"] }
-path "database/static-creds/*" { capabilities = ["read"] }
-path "database/rotate-role/*" { capabilities = ["update"] }
-path "secret/data/*" { capabilities = ["read"] }
-path "secret/metadata/*" { capabilities = ["read"] }
-path "sys/leases/renew" { capabilities = ["update"] }
-path "sys/leases/revoke" { capabilities = ["update"] }
-path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
-"#}),
-        )
-        .await;
-    }
-
     /// Adds a devvault fault (see devvault/README.md, "Faults"); returns its id.
     pub async fn fault(&self, spec: Value) -> u64 {
         let r = self.control("POST", "faults", spec).await;
