@@ -937,6 +937,15 @@ fn build_secret(raw: FileSecret, prefix: &str) -> Result<SecretConfig, ConfigErr
     if rotate_every.is_some_and(|d| d < Duration::from_secs(1)) {
         return Err(invalid(field("rotate_every"), "must be at least 1s"));
     }
+    let refresh_every = duration_or(
+        &field("refresh_every"),
+        raw.refresh_every.as_deref(),
+        DEFAULT_KV_REFRESH,
+    )?;
+    // Below a second a KV secret would be re-read in a tight loop.
+    if refresh_every < Duration::from_secs(1) {
+        return Err(invalid(field("refresh_every"), "must be at least 1s"));
+    }
     Ok(SecretConfig {
         name,
         path,
@@ -951,11 +960,7 @@ fn build_secret(raw: FileSecret, prefix: &str) -> Result<SecretConfig, ConfigErr
             raw.revoke_grace.as_deref(),
             DEFAULT_REVOKE_GRACE,
         )?,
-        refresh_every: duration_or(
-            &field("refresh_every"),
-            raw.refresh_every.as_deref(),
-            DEFAULT_KV_REFRESH,
-        )?,
+        refresh_every,
         hooks,
     })
 }
@@ -1166,6 +1171,7 @@ mod tests {
             (&["--kind", "dinamic"], "--kind"),
             (&["--format", "yaml"], "--format"),
             (&["--listen", "nope"], "--listen"),
+            (&["--refresh-every", "10ms"], "--refresh-every"),
             (&["--owner", "root"], "--owner"),
         ];
         for (extra, field) in cases {

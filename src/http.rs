@@ -12,8 +12,9 @@
 //! workers blocked forever on idle ones, so a handful of idle connections could leave a probe
 //! unanswered. Here every connection gets its own short-lived thread, read and write timeouts,
 //! a deadline for the whole request head, a size cap on it, and `Connection: close`
-//! (kubelet does not keep probe connections alive). Connections beyond
-//! [`Limits::max_connections`] are closed at once, so memory stays bounded.
+//! (kubelet does not keep probe connections alive). At [`Limits::max_connections`], the
+//! oldest connection still waiting for its request is closed to make room, so memory stays
+//! bounded and idle clients cannot lock a probe out.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -117,6 +118,7 @@ impl ProbeServer {
             limits,
             stop: stop.clone(),
             active: Arc::new(AtomicUsize::new(0)),
+            waiting: Arc::new(Waiting::default()),
         };
         let thread = std::thread::Builder::new()
             .name(format!("{what}-accept"))
@@ -170,6 +172,46 @@ struct Acceptor {
     stop: Arc<AtomicBool>,
     /// Connections being served now, against [`Limits::max_connections`].
     active: Arc<AtomicUsize>,
+    /// Connections that have not sent a complete request yet, oldest first.
+    waiting: Arc<Waiting>,
+}
+
+/// Connections still waiting for their request head. When every slot is taken, the oldest of
+/// them is closed to make room: idle or trickling clients then cannot lock kubelet out, since
+/// a probe sends its whole request at once and is never the oldest one waiting for long.
+#[derive(Default)]
+struct Waiting {
+    conns: std::sync::Mutex<std::collections::VecDeque<(u64, TcpStream)>>,
+    next_id: AtomicUsize,
+}
+
+impl Waiting {
+    fn add(&self, stream: &TcpStream) -> Option<u64> {
+        let clone = stream.try_clone().ok()?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) as u64;
+        self.lock().push_back((id, clone));
+        Some(id)
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().retain(|(i, _)| *i != id);
+    }
+
+    /// Closes the oldest waiting connection; false when none is waiting.
+    fn evict_oldest(&self) -> bool {
+        let oldest = self.lock().pop_front();
+        match oldest {
+            Some((_, stream)) => {
+                let _ = stream.shutdown(Shutdown::Both);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, TcpStream)>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Acceptor {
@@ -191,17 +233,31 @@ impl Acceptor {
 
     /// Serves the connection on its own thread, or closes it when every slot is taken.
     fn dispatch(&self, stream: TcpStream, peer: SocketAddr) {
-        let Some(slot) = Slot::take(&self.active, self.limits.max_connections) else {
-            tracing::debug!("probe server at its connection limit; closing a new connection");
-            return;
+        let slot = match Slot::take(&self.active, self.limits.max_connections) {
+            Some(slot) => slot,
+            // The evicted connection's thread ends at once and gives its slot back; until
+            // then the count is one over, which is bounded by the evictions themselves.
+            None if self.waiting.evict_oldest() => Slot::force(&self.active),
+            None => {
+                tracing::debug!("probe server at its connection limit; closing a new connection");
+                return;
+            }
         };
         let (router, limits) = (self.router.clone(), self.limits);
+        let waiting = self.waiting.clone();
+        let id = waiting.add(&stream);
         let spawned = std::thread::Builder::new()
             .name("probe-conn".into())
             .stack_size(CONNECTION_STACK)
             .spawn(move || {
                 let _slot = slot;
-                serve_connection(stream, peer, &router, &limits);
+                let head_read = || {
+                    if let Some(id) = id {
+                        waiting.remove(id);
+                    }
+                };
+                serve_connection(stream, peer, &router, &limits, &head_read);
+                head_read();
             });
         if let Err(error) = spawned {
             tracing::warn!(%error, "cannot start a thread for a probe connection; closing it");
@@ -221,6 +277,12 @@ impl Slot {
             .ok()
             .map(|_| Slot(active.clone()))
     }
+
+    /// A slot beyond the limit, for a connection admitted by evicting another.
+    fn force(active: &Arc<AtomicUsize>) -> Slot {
+        active.fetch_add(1, Ordering::AcqRel);
+        Slot(active.clone())
+    }
 }
 
 impl Drop for Slot {
@@ -231,7 +293,13 @@ impl Drop for Slot {
 
 /// Reads one request head, replies, and closes. I/O errors end the connection quietly: the
 /// client went away or stalled, and there is no one left to tell.
-fn serve_connection(mut stream: TcpStream, peer: SocketAddr, router: &Router, limits: &Limits) {
+fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    router: &Router,
+    limits: &Limits,
+    head_read: &dyn Fn(),
+) {
     let timeouts = stream
         .set_read_timeout(Some(limits.io_timeout))
         .and_then(|()| stream.set_write_timeout(Some(limits.io_timeout)));
@@ -239,7 +307,9 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, router: &Router, li
         tracing::debug!(%error, "cannot set timeouts on a probe connection");
         return;
     }
-    let reply = match read_head(&mut stream, limits) {
+    let head = read_head(&mut stream, limits);
+    head_read();
+    let reply = match head {
         Ok(head) => match parse_request_line(&head) {
             Some((method, target)) => router.handle(&Request {
                 method,

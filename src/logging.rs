@@ -1,5 +1,7 @@
 //! Logs through tracing, as text or JSON, with a level that SIGHUP can change.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};

@@ -21,6 +21,14 @@ async fn dynamic_credential_is_written_logs_in_and_is_rotated_without_a_gap() {
     let dir = tempfile::tempdir().unwrap();
     let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
     let out = dir.path().join("db.json");
+    // Hold the first credential read for a moment, so /ready can be seen before it exists.
+    stack
+        .control(
+            "POST",
+            "faults",
+            json!({"path_prefix": "/v1/database/creds/", "count": 1, "action": "latency", "latency_ms": 1500}),
+        )
+        .await;
     let mut agent = AgentProc::spawn(
         &[
             "--vault-addr",
@@ -42,8 +50,8 @@ async fn dynamic_credential_is_written_logs_in_and_is_rotated_without_a_gap() {
         dir.path(),
     );
     assert_eq!(
-        agent.status("/ready").await.unwrap_or(503),
-        503,
+        agent.status("/ready").await,
+        Some(503),
         "not ready before a credential exists"
     );
     agent.wait_ready(SEC(15)).await;

@@ -285,16 +285,27 @@ fn idle_and_trickling_connections_are_closed_at_their_deadline() {
 }
 
 #[test]
-fn connections_over_the_limit_are_closed_without_a_reply() {
+fn at_the_limit_the_oldest_idle_connection_makes_room_for_a_probe() {
     let server = start_with(Limits {
         max_connections: 2,
         ..Limits::default()
     });
     let addr = server.local_addr();
-    // Connections are accepted in order, so both idle ones hold a slot before the third.
-    let _idle = [connect(addr), connect(addr)];
-    let over = exchange(addr, b"GET /health HTTP/1.1\r\n\r\n");
-    assert!(over.is_empty(), "{:?}", String::from_utf8_lossy(&over));
+    // Connections are accepted in order, so both idle ones hold a slot before the probe.
+    let mut idle = [connect(addr), connect(addr)];
+    let reply = exchange(addr, b"GET /health HTTP/1.1\r\n\r\n");
+    assert!(
+        String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    // The oldest idle connection was the one closed.
+    idle[0]
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let oldest = std::io::Read::read(&mut idle[0], &mut buf);
+    assert!(matches!(oldest, Ok(0) | Err(_)), "{oldest:?}");
     server.shutdown();
 }
 

@@ -971,7 +971,6 @@ async fn probe_and_admin_ports_survive_hostile_clients() {
 /// and a probe is reset, for as long as an attacker keeps reconnecting (each idle connection
 /// is held up to the 5 s read timeout). Reported; run with `--ignored` once fixed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: 128+ idle connections make /health and /ready refuse kubelet (src/http.rs connection limit)"]
 async fn probes_answer_with_more_idle_connections_than_the_connection_limit() {
     hostile_clients_then_probes(300).await;
 }

@@ -64,7 +64,9 @@ pub enum AuthError {
 impl AuthError {
     pub fn vault_error(&self) -> Option<&VaultError> {
         match self {
-            AuthError::Vault { source, .. } | AuthError::Unwrap { source, .. } => Some(source.as_ref()),
+            AuthError::Vault { source, .. } | AuthError::Unwrap { source, .. } => {
+                Some(source.as_ref())
+            }
             _ => None,
         }
     }

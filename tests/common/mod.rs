@@ -246,14 +246,22 @@ pub struct AgentProc {
 
 impl AgentProc {
     pub fn spawn(args: &[&str], envs: &[(&str, &str)], dir: &Path) -> AgentProc {
-        let port = free_port();
-        let log = dir.join(format!("agent-{port}.log"));
-        let listen = format!("127.0.0.1:{port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_vault-rotator"))
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vault-rotator"));
+        cmd.args(args);
+        AgentProc::launch(cmd, envs, dir)
+    }
+
+    /// Starts `cmd` (the agent, maybe behind a wrapper) with the test defaults, on a probe
+    /// port the agent picks itself and reports in its log: picking a free port here and
+    /// passing it on would race with other tests doing the same.
+    fn launch(mut cmd: Command, envs: &[(&str, &str)], dir: &Path) -> AgentProc {
+        static NEXT_LOG: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT_LOG.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = dir.join(format!("agent-{n}.log"));
+        let child = cmd
             .args([
                 "--listen",
-                &listen,
+                "127.0.0.1:0",
                 "--splay",
                 "0s",
                 "--backoff-min",
@@ -268,7 +276,29 @@ impl AgentProc {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        AgentProc { child, port, log }
+        let mut agent = AgentProc {
+            child,
+            port: 0,
+            log,
+        };
+        agent.port = agent.discover_port();
+        agent
+    }
+
+    /// The probe port from the agent's "serving /health ..." log line; 0 when the agent
+    /// exited (or never listened) first, so a test then fails on a refused connection.
+    fn discover_port(&mut self) -> u16 {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Some(port) = listen_port(&self.logs()) {
+                return port;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return 0;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        0
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -441,32 +471,12 @@ impl AgentProc {
         dir: &Path,
         umask: &str,
     ) -> AgentProc {
-        let port = free_port();
-        let log = dir.join(format!("agent-{port}.log"));
-        let listen = format!("127.0.0.1:{port}");
-        let child = Command::new("sh")
-            .arg("-c")
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
             .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
             .arg(env!("CARGO_BIN_EXE_vault-rotator"))
-            .args(args)
-            .args([
-                "--listen",
-                &listen,
-                "--splay",
-                "0s",
-                "--backoff-min",
-                "200ms",
-                "--backoff-max",
-                "2s",
-            ])
-            .env_clear()
-            .envs(envs.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        AgentProc { child, port, log }
+            .args(args);
+        AgentProc::launch(cmd, envs, dir)
     }
 
     pub fn pid(&self) -> u32 {
@@ -623,4 +633,15 @@ pub fn approle_files(dir: &Path, role_id: &str, secret_id: &str) -> (String, Str
     std::fs::write(&r, role_id).unwrap();
     std::fs::write(&s, secret_id).unwrap();
     (r.display().to_string(), s.display().to_string())
+}
+
+/// The port in the agent's "serving /health ..." line, text or JSON log format.
+fn listen_port(logs: &str) -> Option<u16> {
+    let line = logs.lines().find(|l| l.contains("serving /health"))?;
+    let at = line.find("127.0.0.1:")? + "127.0.0.1:".len();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
