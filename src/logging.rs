@@ -43,7 +43,9 @@ pub fn init(format: LogFormat, level: &str) -> Result<LogHandle, LogError> {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
-                    .with_target(false),
+                    .with_target(false)
+                    // Colour codes only for a person at a terminal, never in `kubectl logs`.
+                    .with_ansi(std::io::stderr().is_terminal()),
             )
             .try_init(),
         LogFormat::Json => registry
