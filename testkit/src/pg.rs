@@ -6,8 +6,8 @@
 //! refuses to run as root.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -182,7 +182,8 @@ impl PgCluster {
             // A listening socket is not enough: during startup PostgreSQL accepts connections
             // only to refuse them ("the database system is starting up"). Its log says when
             // it really is ready.
-            let log = std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default();
             if log.contains("ready to accept connections")
                 && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
             {
