@@ -614,7 +614,8 @@ async fn setup_script_configures_devvault() {
         .await
         .json()["data"]
         .clone();
-    assert_eq!(k["bound_service_account_names"], json!(["vault-rotator"]));
+    assert_eq!(k["bound_service_account_names"], json!(["app"]));
+    assert_eq!(k["audience"], json!("vault"));
 
     // Running it again is fine (idempotent), and a failure shows Vault's error text.
     let again = Command::new("bash")
