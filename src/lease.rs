@@ -53,15 +53,15 @@ impl Lease {
         }
     }
 
-    /// Applies a renewal's answer. `capped` is set when Vault granted less than `asked`
-    /// (allowing a second for rounding), which means max_ttl is near and renewing again cannot
-    /// extend the lease.
+    /// Applies a renewal's answer. `capped` is set when Vault granted less than `asked`, which
+    /// means max_ttl is near and renewing again cannot extend the lease.
     pub fn renewed(&mut self, now: Instant, asked: Duration, granted: Duration, renewable: bool) {
         self.renewed_at = now;
         self.expires_at = now + granted;
         self.last_duration = granted;
         self.renewable = renewable;
-        if granted + Duration::from_secs(1) < asked {
+        // Vault answers in whole seconds, so any shortfall is its max_ttl cap.
+        if granted < asked {
             self.capped = true;
         }
     }

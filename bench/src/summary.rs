@@ -89,9 +89,15 @@ impl Results {
             ));
         }
         rows.extend(self.fleet_rows());
+        let n = self
+            .many
+            .iter()
+            .find_map(|(_, r)| r.as_ref().ok())
+            .map_or(100, |m| m.many.secrets);
+        let measure = format!("Each extra secret ({n} secrets vs 1)");
         rows.push(self.row(
             &self.many,
-            "Each extra secret (N secrets vs 1)",
+            &measure,
             |_| true,
             many,
             "small and linear",

@@ -167,7 +167,7 @@ impl Token {
         life.renewed_at = now;
         life.last_ttl = granted;
         life.expires_at = Some(now + granted);
-        if !renewable || granted + Duration::from_secs(1) < asked {
+        if !renewable || granted < asked {
             life.is_final = true;
         }
     }

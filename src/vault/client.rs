@@ -353,6 +353,11 @@ impl Client {
                 .map_err(|e| VaultError::Tls(format!("client cert/key {}: {e}", cert.display())))?;
             builder = builder.identity(identity);
         }
+        if cfg.addr.starts_with("http://") && cfg.tls_server_name.is_none() {
+            // No TLS to set up: loading the system trust store would cost most of the start-up
+            // time and memory for nothing.
+            builder = builder.tls_built_in_root_certs(false);
+        }
         if cfg.skip_verify {
             builder = builder.danger_accept_invalid_certs(true);
         }

@@ -18,10 +18,8 @@ pub struct Stack {
     pub http: reqwest::Client,
 }
 
-pub const ROLE_SQL: &[&str] = &[
-    "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
-    "GRANT CONNECT ON DATABASE postgres TO \"{{name}}\";",
-];
+pub const ROLE_SQL: &[&str] =
+    &["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"];
 
 impl Stack {
     pub async fn start() -> Stack {
