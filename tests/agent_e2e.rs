@@ -364,19 +364,9 @@ async fn kv_v2_version_change_lands_in_the_file() {
 async fn static_role_rotation_lands_in_the_file() {
     let stack = Stack::start().await;
     // The static role's user must exist first.
-    let (client, conn) = tokio_postgres::connect(
-        &stack
-            .pg
-            .conn_string(stack.pg.superuser(), stack.pg.superuser_password()),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    client
-        .batch_execute("CREATE ROLE app_static LOGIN PASSWORD 'initial'")
-        .await
-        .unwrap();
+    stack
+        .pg_exec("CREATE ROLE app_static LOGIN PASSWORD 'initial'")
+        .await;
     stack
         .api(
             "POST",
@@ -532,19 +522,9 @@ async fn renewals_move_expires_at_without_new_users() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_every_on_a_static_role_calls_rotate_role_and_stops_when_denied() {
     let stack = Stack::start().await;
-    let (client, conn) = tokio_postgres::connect(
-        &stack
-            .pg
-            .conn_string(stack.pg.superuser(), stack.pg.superuser_password()),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    client
-        .batch_execute("CREATE ROLE app_static LOGIN PASSWORD 'initial'")
-        .await
-        .unwrap();
+    stack
+        .pg_exec("CREATE ROLE app_static LOGIN PASSWORD 'initial'")
+        .await;
     stack
         .api(
             "POST",

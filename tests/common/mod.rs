@@ -183,6 +183,20 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
     }
 
     /// Whether a role exists in PostgreSQL.
+    /// Runs SQL as the superuser.
+    pub async fn pg_exec(&self, sql: &str) {
+        let admin = self
+            .pg
+            .conn_string(self.pg.superuser(), self.pg.superuser_password());
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let h = tokio::spawn(connection);
+        client.batch_execute(sql).await.unwrap();
+        drop(client);
+        let _ = h.await;
+    }
+
     pub async fn pg_role_exists(&self, user: &str) -> bool {
         let (client, connection) = tokio_postgres::connect(
             &self
