@@ -269,14 +269,6 @@ impl Agent {
         }
     }
 
-    /// Handle for `POST /rotate`: wakes the named secret, or all of them.
-    pub fn rotate_handles(&self) -> BTreeMap<String, Arc<Notify>> {
-        self.running
-            .iter()
-            .map(|(k, r)| (k.clone(), r.rotate.clone()))
-            .collect()
-    }
-
     fn start(&mut self, s: SecretConfig) -> Result<(), AgentError> {
         let sink = sink_for(&s)?;
         sink.cleanup_stale_temps();

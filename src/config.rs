@@ -412,16 +412,6 @@ impl Config {
         };
         build(cli, file, env)
     }
-
-    /// Re-reads the `--config` file on SIGHUP, keeping everything that came from flags and the
-    /// environment.
-    pub fn reload<I, T>(args: I, env: EnvLookup) -> Result<Config, ConfigError>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<OsString> + Clone,
-    {
-        Self::load(args, env)
-    }
 }
 
 /// Fills every flag the command line left out from `VAULT_ROTATOR_<FLAG>`.
