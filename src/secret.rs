@@ -418,10 +418,7 @@ impl<B: Backend> Worker<B> {
                 async move { backend.read(&t, &path).await }
             })
             .await?;
-        let held = match self.held_from(env, kind, token) {
-            Ok(h) => h,
-            Err(e) => return Err(e),
-        };
+        let held = self.held_from(env, kind, token)?;
         if let Err(e) = self.write(&held.cred) {
             // Never leave a database user behind that nobody holds.
             if let Some(id) = &held.cred.lease_id {
@@ -690,8 +687,7 @@ impl<B: Backend> Worker<B> {
             .await?;
         let mut held = self.held_from(env, kind, token)?;
         let Some(old) = &self.current else {
-            let outcome = self.write(&held.cred)?;
-            let _ = outcome;
+            self.write(&held.cred)?;
             self.install(held, None);
             return Ok(());
         };
