@@ -131,27 +131,14 @@ async fn old_user_is_dropped_only_after_the_grace() {
     stack.dynamic_role("app", "1h", "24h").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
-    let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
     let out = dir.path().join("db.json");
-    let mut agent = AgentProc::spawn(
-        &[
-            "--vault-addr",
-            stack.addr(),
-            "--auth",
-            "approle",
-            "--role-id-file",
-            &rf,
-            "--secret-id-file",
-            &sf,
-            "--secret",
-            "database/creds/app",
-            "--output",
-            out.to_str().unwrap(),
-            "--revoke-grace",
-            "4s",
-        ],
-        &[],
+    let mut agent = AgentProc::approle(
+        &stack,
         dir.path(),
+        &role_id,
+        &secret_id,
+        &out,
+        &["--revoke-grace", "4s"],
     );
     agent.wait_ready(SEC(15)).await;
     let old = read_cred(&out).unwrap();
@@ -436,26 +423,8 @@ async fn approle_with_a_wrapped_secret_id() {
         .await;
     let wrapping_token = wrapped["wrap_info"]["token"].as_str().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let (rf, sf) = approle_files(dir.path(), &role_id, &wrapping_token);
     let out = dir.path().join("db.json");
-    let mut agent = AgentProc::spawn(
-        &[
-            "--vault-addr",
-            stack.addr(),
-            "--auth",
-            "approle",
-            "--role-id-file",
-            &rf,
-            "--secret-id-file",
-            &sf,
-            "--secret",
-            "database/creds/app",
-            "--output",
-            out.to_str().unwrap(),
-        ],
-        &[],
-        dir.path(),
-    );
+    let mut agent = AgentProc::approle(&stack, dir.path(), &role_id, &wrapping_token, &out, &[]);
     agent.wait_ready(SEC(15)).await;
     let cred = read_cred(&out).unwrap();
     stack
@@ -478,26 +447,8 @@ async fn renewals_move_expires_at_without_new_users() {
     stack.dynamic_role("app", "3s", "1h").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
-    let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
     let out = dir.path().join("db.json");
-    let mut agent = AgentProc::spawn(
-        &[
-            "--vault-addr",
-            stack.addr(),
-            "--auth",
-            "approle",
-            "--role-id-file",
-            &rf,
-            "--secret-id-file",
-            &sf,
-            "--secret",
-            "database/creds/app",
-            "--output",
-            out.to_str().unwrap(),
-        ],
-        &[],
-        dir.path(),
-    );
+    let mut agent = AgentProc::approle(&stack, dir.path(), &role_id, &secret_id, &out, &[]);
     agent.wait_ready(SEC(15)).await;
     let first = read_cred(&out).unwrap();
     tokio::time::sleep(SEC(7)).await;

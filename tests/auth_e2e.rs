@@ -136,27 +136,8 @@ async fn a_token_refused_as_invalid_leads_to_relogin_without_a_new_database_user
     stack.dynamic_role("app", "3s", "1h").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("r"), &role_id).unwrap();
-    std::fs::write(dir.path().join("s"), &secret_id).unwrap();
     let out = dir.path().join("db.json");
-    let mut agent = AgentProc::spawn(
-        &[
-            "--vault-addr",
-            stack.addr(),
-            "--auth",
-            "approle",
-            "--role-id-file",
-            dir.path().join("r").to_str().unwrap(),
-            "--secret-id-file",
-            dir.path().join("s").to_str().unwrap(),
-            "--secret",
-            "database/creds/app",
-            "--output",
-            out.to_str().unwrap(),
-        ],
-        &[],
-        dir.path(),
-    );
+    let mut agent = AgentProc::approle(&stack, dir.path(), &role_id, &secret_id, &out, &[]);
     agent.wait_ready(SEC(15)).await;
     let first = read_cred(&out).unwrap();
     // The next renewal is refused as if the token had died.
@@ -199,27 +180,8 @@ async fn token_revoked_out_of_band_is_replaced_and_so_is_its_dead_credential() {
     stack.dynamic_role("app", "3s", "1h").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("r"), &role_id).unwrap();
-    std::fs::write(dir.path().join("s"), &secret_id).unwrap();
     let out = dir.path().join("db.json");
-    let mut agent = AgentProc::spawn(
-        &[
-            "--vault-addr",
-            stack.addr(),
-            "--auth",
-            "approle",
-            "--role-id-file",
-            dir.path().join("r").to_str().unwrap(),
-            "--secret-id-file",
-            dir.path().join("s").to_str().unwrap(),
-            "--secret",
-            "database/creds/app",
-            "--output",
-            out.to_str().unwrap(),
-        ],
-        &[],
-        dir.path(),
-    );
+    let mut agent = AgentProc::approle(&stack, dir.path(), &role_id, &secret_id, &out, &[]);
     agent.wait_ready(SEC(15)).await;
     let first = read_cred(&out).unwrap();
     // Revoke every token but root out of band: Vault revokes their leases with them, which

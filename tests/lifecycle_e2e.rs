@@ -256,26 +256,8 @@ async fn works_against_openbao_flavour_with_bare_permission_denied() {
     stack.dynamic_role("app", "3s", "1h").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
-    let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
     let out = dir.path().join("db.json");
-    let mut agent = AgentProc::spawn(
-        &[
-            "--vault-addr",
-            stack.addr(),
-            "--auth",
-            "approle",
-            "--role-id-file",
-            &rf,
-            "--secret-id-file",
-            &sf,
-            "--secret",
-            "database/creds/app",
-            "--output",
-            out.to_str().unwrap(),
-        ],
-        &[],
-        dir.path(),
-    );
+    let mut agent = AgentProc::approle(&stack, dir.path(), &role_id, &secret_id, &out, &[]);
     agent.wait_ready(SEC(15)).await;
     let first = read_cred(&out).unwrap();
     let tokens = stack

@@ -657,3 +657,34 @@ fn listen_port(logs: &str) -> Option<u16> {
         .collect();
     digits.parse().ok()
 }
+
+impl AgentProc {
+    /// The agent logging in with AppRole (role_id and secret_id written to files in `dir`) and
+    /// writing `database/creds/app` to `out`, plus `extra` flags.
+    pub fn approle(
+        stack: &Stack,
+        dir: &Path,
+        role_id: &str,
+        secret_id: &str,
+        out: &Path,
+        extra: &[&str],
+    ) -> AgentProc {
+        let (rf, sf) = approle_files(dir, role_id, secret_id);
+        let mut args = vec![
+            "--vault-addr",
+            stack.addr(),
+            "--auth",
+            "approle",
+            "--role-id-file",
+            &rf,
+            "--secret-id-file",
+            &sf,
+            "--secret",
+            "database/creds/app",
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        AgentProc::spawn(&args, &[], dir)
+    }
+}
