@@ -7,18 +7,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::transport::{self, Http, Request, Response, Transport, TransportError};
 use crate::config::VaultConfig;
 use crate::credential::SecretValue;
 
-/// Larger answers are refused: a credential response is a few hundred bytes, and a runaway
-/// or hostile body must not grow the sidecar's memory.
-pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+pub use super::transport::MAX_RESPONSE_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
@@ -297,9 +295,7 @@ pub type Observer = Arc<dyn Fn(RequestKind, Option<u16>, Duration) + Send + Sync
 
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
-    base: String,
-    namespace: Option<String>,
+    transport: Arc<dyn Transport>,
     observer: Option<Observer>,
 }
 
@@ -372,12 +368,19 @@ impl Client {
         let http = builder
             .build()
             .map_err(|e| VaultError::Tls(e.to_string()))?;
-        Ok(Client {
+        Ok(Client::with_transport(Arc::new(Http {
             http,
-            base,
+            base: base.trim_end_matches('/').to_string(),
             namespace: cfg.namespace.clone(),
+        })))
+    }
+
+    /// A client over any transport: the simulator's in-memory Vault, for one.
+    pub fn with_transport(transport: Arc<dyn Transport>) -> Client {
+        Client {
+            transport,
             observer: None,
-        })
+        }
     }
 
     /// Reports every request to `observer` (set once, at construction, so every clone of the
@@ -394,129 +397,38 @@ impl Client {
         path: &str,
         token: Option<&SecretValue>,
         body: Option<&Value>,
-        extra: Option<HeaderMap>,
     ) -> Result<Option<Envelope>, VaultError> {
         let started = Instant::now();
-        let mut status = None;
-        let result = self
-            .exchange(method.clone(), path, token, body, extra, &mut status)
-            .await;
-        if let Some(observe) = &self.observer {
-            observe(RequestKind::of(&method, path), status, started.elapsed());
-        }
-        result
-    }
-
-    /// Sends the request and reads the whole answer; `status` is set once one has arrived in
-    /// full, so a transport failure at any point leaves it `None`.
-    async fn exchange(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&SecretValue>,
-        body: Option<&Value>,
-        extra: Option<HeaderMap>,
-        seen: &mut Option<u16>,
-    ) -> Result<Option<Envelope>, VaultError> {
-        let url = format!("{}/v1/{}", self.base, path);
-        let mut req = self
-            .http
-            .request(method.clone(), &url)
-            // Required by Vault Agent/Proxy listeners; harmless to Vault itself.
-            .header("X-Vault-Request", "true");
-        if let Some(ns) = &self.namespace {
-            req = req.header("X-Vault-Namespace", ns);
-        }
-        if let Some(token) = token {
-            let mut value =
-                HeaderValue::from_str(token.expose()).map_err(|_| VaultError::Decode {
-                    method: method.clone(),
-                    path: path.to_string(),
-                    reason: "token contains characters not allowed in a header".into(),
-                })?;
-            value.set_sensitive(true);
-            req = req.header("X-Vault-Token", value);
-        }
-        if let Some(headers) = extra {
-            req = req.headers(headers);
-        }
-        if let Some(body) = body {
-            req = req.json(body);
-        }
-        let transport = |e: reqwest::Error| VaultError::Transport {
+        let req = Request {
             method: method.clone(),
             path: path.to_string(),
-            timeout: e.is_timeout(),
-            reason: describe_reqwest(&e),
+            token: token.cloned(),
+            body: body.cloned(),
         };
-        let mut resp = req.send().await.map_err(transport)?;
-        let status = resp.status();
-        *seen = Some(status.as_u16());
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let mut bytes = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| {
-            // The answer was cut short: for metrics that is a transport failure.
-            *seen = None;
-            transport(e)
-        })? {
-            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(VaultError::Decode {
-                    method,
-                    path: path.to_string(),
-                    reason: format!("body larger than {MAX_RESPONSE_BYTES} bytes"),
-                });
-            }
-            bytes.extend_from_slice(&chunk);
+        let result = self.transport.send(req).await;
+        if let Some(observe) = &self.observer {
+            let status = result.as_ref().ok().map(|r| r.status);
+            observe(RequestKind::of(&method, path), status, started.elapsed());
         }
-        self.decode(method, path, status, retry_after, &bytes)
-    }
-
-    fn decode(
-        &self,
-        method: Method,
-        path: &str,
-        status: StatusCode,
-        retry_after: Option<Duration>,
-        bytes: &[u8],
-    ) -> Result<Option<Envelope>, VaultError> {
-        if status.is_success() {
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Ok(None);
-            }
-            return serde_json::from_slice(bytes)
-                .map(Some)
-                .map_err(|e| VaultError::Decode {
-                    method,
-                    path: path.to_string(),
-                    reason: format!("HTTP {}: invalid JSON ({})", status.as_u16(), e),
-                });
+        match result {
+            Ok(resp) => decode(method, path, resp),
+            Err(TransportError::TooLarge) => Err(VaultError::Decode {
+                method,
+                path: path.to_string(),
+                reason: TransportError::TooLarge.to_string(),
+            }),
+            Err(TransportError::Invalid(reason)) => Err(VaultError::Decode {
+                method,
+                path: path.to_string(),
+                reason,
+            }),
+            Err(TransportError::Failed { reason, timeout }) => Err(VaultError::Transport {
+                method,
+                path: path.to_string(),
+                reason,
+                timeout,
+            }),
         }
-        #[derive(Deserialize, Default)]
-        #[serde(default)]
-        struct ErrorBody {
-            errors: Vec<String>,
-            warnings: Option<Vec<String>>,
-        }
-        // Error bodies are Vault's own texts, never secrets; a non-JSON body (a proxy's HTML
-        // page) is summarised rather than dumped.
-        let errors = match serde_json::from_slice::<ErrorBody>(bytes) {
-            Ok(b) if !b.errors.is_empty() => b.errors,
-            Ok(b) => b.warnings.unwrap_or_default(),
-            Err(_) if bytes.is_empty() => vec![],
-            Err(_) => vec![format!("non-JSON body of {} bytes", bytes.len())],
-        };
-        Err(VaultError::Status {
-            method,
-            path: path.to_string(),
-            status: status.as_u16(),
-            errors,
-            retry_after,
-        })
     }
 
     fn require(method: Method, path: &str, env: Option<Envelope>) -> Result<Envelope, VaultError> {
@@ -529,25 +441,21 @@ impl Client {
 
     /// `GET /v1/<path>`: a secret read.
     pub async fn read(&self, token: &SecretValue, path: &str) -> Result<Envelope, VaultError> {
-        let env = self
-            .request(Method::GET, path, Some(token), None, None)
-            .await?;
+        let env = self.request(Method::GET, path, Some(token), None).await?;
         Self::require(Method::GET, path, env)
     }
 
     /// A login: `POST auth/<mount>/login[/<suffix>]` with the method's body.
     pub async fn login(&self, mount: &str, body: &Value) -> Result<Envelope, VaultError> {
         let path = format!("auth/{mount}/login");
-        let env = self
-            .request(Method::POST, &path, None, Some(body), None)
-            .await?;
+        let env = self.request(Method::POST, &path, None, Some(body)).await?;
         Self::require(Method::POST, &path, env)
     }
 
     pub async fn unwrap(&self, wrapping_token: &SecretValue) -> Result<Envelope, VaultError> {
         let path = "sys/wrapping/unwrap";
         let env = self
-            .request(Method::POST, path, Some(wrapping_token), None, None)
+            .request(Method::POST, path, Some(wrapping_token), None)
             .await?;
         Self::require(Method::POST, path, env)
     }
@@ -566,21 +474,15 @@ impl Client {
         let path = "auth/token/renew-self";
         let body = serde_json::json!({ "increment": format!("{}s", increment.as_secs()) });
         let env = self
-            .request(Method::POST, path, Some(token), Some(&body), None)
+            .request(Method::POST, path, Some(token), Some(&body))
             .await?;
         Self::require(Method::POST, path, env)
     }
 
     pub async fn revoke_self(&self, token: &SecretValue) -> Result<(), VaultError> {
-        self.request(
-            Method::POST,
-            "auth/token/revoke-self",
-            Some(token),
-            None,
-            None,
-        )
-        .await
-        .map(|_| ())
+        self.request(Method::POST, "auth/token/revoke-self", Some(token), None)
+            .await
+            .map(|_| ())
     }
 
     pub async fn renew_lease(
@@ -592,7 +494,7 @@ impl Client {
         let path = "sys/leases/renew";
         let body = serde_json::json!({ "lease_id": lease_id, "increment": increment.as_secs() });
         let env = self
-            .request(Method::PUT, path, Some(token), Some(&body), None)
+            .request(Method::PUT, path, Some(token), Some(&body))
             .await?;
         Self::require(Method::PUT, path, env)
     }
@@ -603,20 +505,14 @@ impl Client {
         lease_id: &str,
     ) -> Result<(), VaultError> {
         let body = serde_json::json!({ "lease_id": lease_id });
-        self.request(
-            Method::PUT,
-            "sys/leases/revoke",
-            Some(token),
-            Some(&body),
-            None,
-        )
-        .await
-        .map(|_| ())
+        self.request(Method::PUT, "sys/leases/revoke", Some(token), Some(&body))
+            .await
+            .map(|_| ())
     }
 
     /// `POST <mount>/rotate-role/<role>` for a static database role.
     pub async fn rotate_role(&self, token: &SecretValue, path: &str) -> Result<(), VaultError> {
-        self.request(Method::POST, path, Some(token), None, None)
+        self.request(Method::POST, path, Some(token), None)
             .await
             .map(|_| ())
     }
@@ -632,6 +528,48 @@ impl Client {
     }
 }
 
+/// An answer in full: the envelope on success (`None` for an empty 204), else Vault's error.
+fn decode(method: Method, path: &str, resp: Response) -> Result<Option<Envelope>, VaultError> {
+    let bytes = &resp.body;
+    if (200..300).contains(&resp.status) {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        return serde_json::from_slice(bytes)
+            .map(Some)
+            .map_err(|e| VaultError::Decode {
+                method,
+                path: path.to_string(),
+                reason: format!("HTTP {}: invalid JSON ({})", resp.status, e),
+            });
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct ErrorBody {
+        errors: Vec<String>,
+        warnings: Option<Vec<String>>,
+    }
+    // Error bodies are Vault's own texts, never secrets; a non-JSON body (a proxy's HTML
+    // page) is summarised rather than dumped.
+    let errors = match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(b) if !b.errors.is_empty() => b.errors,
+        Ok(b) => b.warnings.unwrap_or_default(),
+        Err(_) if bytes.is_empty() => vec![],
+        Err(_) => vec![format!("non-JSON body of {} bytes", bytes.len())],
+    };
+    let retry_after = resp
+        .retry_after
+        .as_deref()
+        .and_then(|v| transport::parse_retry_after(v, std::time::SystemTime::now()));
+    Err(VaultError::Status {
+        method,
+        path: path.to_string(),
+        status: resp.status,
+        errors,
+        retry_after,
+    })
+}
+
 fn decode_data<T: DeserializeOwned>(
     method: Method,
     path: &str,
@@ -642,26 +580,6 @@ fn decode_data<T: DeserializeOwned>(
         path: path.to_string(),
         reason: e.to_string(),
     })
-}
-
-/// reqwest's Display hides the cause ("error sending request"); the cause is what an operator
-/// needs (connection refused, certificate unknown, timed out).
-fn describe_reqwest(e: &reqwest::Error) -> String {
-    use std::error::Error;
-    let mut parts = vec![if e.is_timeout() {
-        "timed out".to_string()
-    } else {
-        e.to_string()
-    }];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
 }
 
 fn pin_server_name(addr: &str, name: &str) -> Result<(String, std::net::SocketAddr), VaultError> {

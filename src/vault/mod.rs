@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod transport;
 
 use std::future::Future;
 use std::sync::Arc;
