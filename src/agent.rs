@@ -43,6 +43,8 @@ pub enum AgentError {
     },
     #[error("--once: gave up after {0:?}")]
     OnceTimeout(Duration),
+    #[error("installing a signal handler: {0}")]
+    Signal(#[source] std::io::Error),
 }
 
 impl AgentError {
@@ -53,6 +55,17 @@ impl AgentError {
             _ => 1,
         }
     }
+}
+
+/// What steers a running agent; [`Agent::run`] makes them from signals.
+#[derive(Debug)]
+pub enum Command {
+    /// SIGTERM or SIGINT.
+    Stop,
+    /// SIGUSR1: rotate every secret now.
+    RotateAll,
+    /// SIGHUP, with the configuration read again.
+    Reload(Box<Config>),
 }
 
 /// Re-reads the configuration on SIGHUP.
@@ -72,6 +85,11 @@ pub struct Agent {
     backend: Arc<Live>,
     state: Arc<State>,
     running: BTreeMap<String, Running>,
+    /// Seeds every random choice (splay, jitter) so a simulation replays exactly; `None`
+    /// draws from the OS.
+    seed: Option<u64>,
+    /// Workers started so far, so that each gets its own random stream.
+    started: u64,
 }
 
 impl Agent {
@@ -84,19 +102,30 @@ impl Agent {
         if cfg.vault.skip_verify {
             tracing::warn!("TLS certificate verification of Vault is off (skip_verify)");
         }
+        let client = Client::new(&cfg.vault).map_err(|e| AgentError::Config(e.to_string()))?;
+        Agent::with_client(cfg, state, client, None)
+    }
+
+    /// [`Agent::new`] over a given client (the simulator's in-memory Vault), with every
+    /// random choice drawn from `seed` when one is given.
+    pub fn with_client(
+        cfg: Config,
+        state: Arc<State>,
+        client: Client,
+        seed: Option<u64>,
+    ) -> Result<Agent, AgentError> {
         let observed = state.clone();
-        let client = Client::new(&cfg.vault)
-            .map_err(|e| AgentError::Config(e.to_string()))?
-            .with_observer(Arc::new(move |kind, status, elapsed| {
-                observed.vault_requests().observe(kind, status, elapsed)
-            }));
+        let client = client.with_observer(Arc::new(move |kind, status, elapsed| {
+            observed.vault_requests().observe(kind, status, elapsed)
+        }));
         let metrics_state = state.clone();
         let auth = Auth::new(
             client.clone(),
             cfg.auth.clone(),
             cfg.backoff,
             Box::new(move |e: AuthEvent| metrics_state.auth_event(e)),
-        );
+        )
+        .with_seed(seed.map(|s| s ^ 0xa5a5_a5a5));
         for s in &cfg.secrets {
             sink_for(s)?;
         }
@@ -108,7 +137,17 @@ impl Agent {
             state,
             cfg,
             running: BTreeMap::new(),
+            seed,
+            started: 0,
         })
+    }
+
+    /// A random stream for the `salt`-th user: seeded when the agent is, else from the OS.
+    fn rng(&self, salt: u64) -> StdRng {
+        match self.seed {
+            Some(seed) => StdRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ salt),
+            None => StdRng::from_os_rng(),
+        }
     }
 
     pub fn state(&self) -> Arc<State> {
@@ -153,17 +192,46 @@ impl Agent {
         Ok(())
     }
 
-    /// Runs until SIGTERM or SIGINT.
-    pub async fn run(mut self, reload: Reload, log: Option<LogHandle>) -> Result<(), AgentError> {
+    /// Runs until SIGTERM or SIGINT: the signals become [`Command`]s for [`Agent::run_with`].
+    pub async fn run(self, reload: Reload, log: Option<LogHandle>) -> Result<(), AgentError> {
         use tokio::signal::unix::{signal, SignalKind};
-        let sig = |k: SignalKind| {
-            signal(k).map_err(|e| AgentError::Config(format!("installing signal handler: {e}")))
-        };
+        let sig = |k: SignalKind| signal(k).map_err(AgentError::Signal);
         let mut term = sig(SignalKind::terminate())?;
         let mut int = sig(SignalKind::interrupt())?;
         let mut hup = sig(SignalKind::hangup())?;
         let mut usr1 = sig(SignalKind::user_defined1())?;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let signals = tokio::spawn(async move {
+            loop {
+                let command = tokio::select! {
+                    biased;
+                    _ = term.recv() => { tracing::info!("SIGTERM: stopping"); Command::Stop }
+                    _ = int.recv() => { tracing::info!("SIGINT: stopping"); Command::Stop }
+                    _ = usr1.recv() => Command::RotateAll,
+                    _ = hup.recv() => match reload() {
+                        Ok(cfg) => Command::Reload(Box::new(cfg)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "SIGHUP: the new configuration is invalid; keeping the running one");
+                            continue;
+                        }
+                    },
+                };
+                if tx.send(command).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let result = self.run_with(rx, log).await;
+        signals.abort();
+        result
+    }
 
+    /// Runs until [`Command::Stop`] (or until every sender is gone).
+    pub async fn run_with(
+        mut self,
+        mut commands: tokio::sync::mpsc::Receiver<Command>,
+        log: Option<LogHandle>,
+    ) -> Result<(), AgentError> {
         let probes = match self.cfg.listen {
             Some(addr) => {
                 let status = crate::status::StatusOptions {
@@ -181,13 +249,13 @@ impl Agent {
         self.state.set_liveness(ping_tx);
         let liveness = tokio::spawn(crate::state::serve_liveness(ping_rx));
 
-        let splay = lease::splay(self.cfg.splay, &mut StdRng::from_os_rng());
+        let splay = lease::splay(self.cfg.splay, &mut self.rng(0));
         if !splay.is_zero() {
-            tracing::info!(splay = %humantime::format_duration(crate::vault::auth::round(splay)), "waiting before the first request (splay)");
+            tracing::info!(splay = %humantime::format_duration(crate::time::round(splay)), "waiting before the first request (splay)");
             tokio::select! {
+                biased;
+                c = commands.recv() => if matches!(c, Some(Command::Stop) | None) { return Ok(()) },
                 _ = tokio::time::sleep(splay) => {}
-                _ = term.recv() => return Ok(()),
-                _ = int.recv() => return Ok(()),
             }
         }
         let (auth_stop_tx, auth_stop_rx) = watch::channel(false);
@@ -195,15 +263,16 @@ impl Agent {
         for s in self.cfg.secrets.clone() {
             self.start(s)?;
         }
-        loop {
-            tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
-                _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
-                _ = usr1.recv() => {
+        while let Some(command) = commands.recv().await {
+            match command {
+                Command::Stop => break,
+                Command::RotateAll => {
                     tracing::info!("SIGUSR1: rotating every secret now");
-                    for r in self.running.values() { r.rotate.notify_one(); }
+                    for r in self.running.values() {
+                        r.rotate.notify_one();
+                    }
                 }
-                _ = hup.recv() => self.reload(&reload, log.as_ref()),
+                Command::Reload(new) => self.reload(*new, log.as_ref()),
             }
         }
         let stopping: Vec<Running> = std::mem::take(&mut self.running).into_values().collect();
@@ -294,7 +363,9 @@ impl Agent {
             control,
             self.cfg.backoff,
             self.cfg.revoke_on_exit,
-        );
+        )
+        .with_rng(self.rng(self.started + 1));
+        self.started += 1;
         let task = tokio::spawn(worker.run());
         self.running.insert(
             s.name.clone(),
@@ -309,14 +380,7 @@ impl Agent {
         Ok(())
     }
 
-    fn reload(&mut self, reload: &Reload, log: Option<&LogHandle>) {
-        let new = match reload() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "SIGHUP: the new configuration is invalid; keeping the running one");
-                return;
-            }
-        };
+    fn reload(&mut self, new: Config, log: Option<&LogHandle>) {
         if let Some(log) = log {
             if let Err(e) = log.set_level(&new.log_level) {
                 tracing::warn!(error = %e, "SIGHUP: log level not changed");

@@ -38,4 +38,5 @@ pub mod secret;
 pub mod sink;
 pub mod state;
 pub mod status;
+pub mod time;
 pub mod vault;

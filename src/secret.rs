@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -22,6 +22,7 @@ use crate::lease::{self, Backoff, Lease, Next, Why};
 use crate::render;
 use crate::sink::{FileSink, WriteOutcome};
 use crate::state::{EventKind, State};
+use crate::time::to_system;
 use crate::vault::{AuthError, Backend, Envelope, Token, VaultError};
 
 /// Re-read a static role this long after Vault said it would rotate the password.
@@ -189,6 +190,12 @@ impl<B: Backend> Worker<B> {
         }
     }
 
+    /// Draws jitter and backoff from `rng` (seeded in simulations).
+    pub fn with_rng(mut self, rng: StdRng) -> Worker<B> {
+        self.rng = rng;
+        self
+    }
+
     /// Fetches and writes one credential, retrying with backoff until it works or `limit`
     /// passes. For `--once`.
     pub async fn run_once(mut self, limit: Duration) -> Result<(), SecretError> {
@@ -227,6 +234,8 @@ impl<B: Backend> Worker<B> {
                 });
             });
             let action = tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
                 _ = tokio::time::sleep_until(at) => action,
                 _ = rotate.notified() => {
                     self.rotate_requested = true;
@@ -236,7 +245,6 @@ impl<B: Backend> Worker<B> {
                     if changed.is_err() { break; }
                     continue;
                 }
-                _ = shutdown.changed() => break,
             };
             let result = self.perform(action).await;
             match result {
@@ -468,7 +476,7 @@ impl<B: Backend> Worker<B> {
                 }
             }
         }
-        let now = SystemTime::now();
+        let now = crate::time::wall_now();
         self.state.update(&name, |s| {
             s.username = held.cred.username.clone();
             s.lease_id = held.cred.lease_id.clone();
@@ -879,16 +887,6 @@ fn kv2_data_path(path: &str, mount: Option<&str>) -> String {
         path.to_string()
     } else {
         format!("{mount}/data/{rest}")
-    }
-}
-
-/// Wall-clock time for a point on the monotonic clock (virtual in tests).
-pub fn to_system(at: Instant) -> SystemTime {
-    let now = Instant::now();
-    if at >= now {
-        SystemTime::now() + (at - now)
-    } else {
-        SystemTime::now() - (now - at)
     }
 }
 

@@ -239,7 +239,7 @@ impl State {
             }),
             liveness: Mutex::new(None),
             vault_requests: VaultRequests::default(),
-            started_at: SystemTime::now(),
+            started_at: crate::time::wall_now(),
         })
     }
 
@@ -283,7 +283,8 @@ impl State {
             let before = entry.status.expires_at;
             f(&mut entry.status);
             if entry.status.expires_at != before {
-                entry.status.expiry_set_at = entry.status.expires_at.map(|_| SystemTime::now());
+                entry.status.expiry_set_at =
+                    entry.status.expires_at.map(|_| crate::time::wall_now());
             }
         });
     }
@@ -326,7 +327,7 @@ impl State {
 
     /// Appends an event (timestamped now) and keeps the counters in step; see [`EventKind`].
     pub fn record(&self, name: &str, kind: EventKind, detail: impl Into<String>) {
-        self.record_at(name, kind, detail, SystemTime::now());
+        self.record_at(name, kind, detail, crate::time::wall_now());
     }
 
     /// [`State::record`] with an explicit time, for callers that already took one, and tests.
@@ -348,7 +349,7 @@ impl State {
     /// Records a failure in `stage` (one of [`STAGES`]): counts it in total and by stage and
     /// keeps `detail` as the last error.
     pub fn record_failure(&self, name: &str, stage: &'static str, detail: impl Into<String>) {
-        let mut event = Event::new(EventKind::Failed, detail, SystemTime::now());
+        let mut event = Event::new(EventKind::Failed, detail, crate::time::wall_now());
         event.stage = Some(stage);
         self.record_event(name, event);
     }
@@ -362,7 +363,7 @@ impl State {
         lease_id: Option<String>,
         reason: &str,
     ) {
-        let mut event = Event::new(kind, reason, SystemTime::now());
+        let mut event = Event::new(kind, reason, crate::time::wall_now());
         event.username = username;
         event.lease_id = lease_id;
         self.record_event(name, event);
@@ -379,7 +380,8 @@ impl State {
                 .rev()
                 .find(|e| e.lease_id.as_deref() == Some(lease_id))
                 .and_then(|e| e.username.clone());
-            let mut event = Event::new(EventKind::Revoked, "lease revoked", SystemTime::now());
+            let mut event =
+                Event::new(EventKind::Revoked, "lease revoked", crate::time::wall_now());
             event.username = username;
             event.lease_id = Some(lease_id.to_string());
             entry.status.apply(event);
@@ -433,7 +435,11 @@ impl State {
                 true => counts.ok += 1,
                 false => counts.failed += 1,
             }
-            let event = Event::new(kind, format!("{hook} hook {outcome}"), SystemTime::now());
+            let event = Event::new(
+                kind,
+                format!("{hook} hook {outcome}"),
+                crate::time::wall_now(),
+            );
             entry.status.apply(event);
         });
     }

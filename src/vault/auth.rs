@@ -185,6 +185,8 @@ pub struct Auth {
     /// token works once, so later logins reuse what it held until the file changes.
     unwrapped: Mutex<Option<(SecretValue, SecretValue)>>,
     events: Box<dyn Fn(AuthEvent) + Send + Sync>,
+    /// Seeds the renewer's jitter in simulations.
+    seed: Option<u64>,
 }
 
 /// What the auth layer reports to metrics and logs.
@@ -213,7 +215,14 @@ impl Auth {
             changed: watch::channel(0).0,
             unwrapped: Mutex::new(None),
             events,
+            seed: None,
         }
+    }
+
+    /// Draws the renewer's jitter from `seed` (simulations) instead of the OS.
+    pub fn with_seed(mut self, seed: Option<u64>) -> Auth {
+        self.seed = seed;
+        self
     }
 
     pub fn method(&self) -> &'static str {
@@ -418,13 +427,17 @@ impl Auth {
     /// Keeps the token alive until `shutdown` fires: renews at about two thirds of its TTL,
     /// logs in again two thirds of the way to a final expiry, and backs off on failures.
     pub async fn run_renewer(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut rng = StdRng::from_os_rng();
+        let mut rng = match self.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
         let mut backoff = Backoff::new(self.backoff.min, self.backoff.max);
         let mut changes = self.subscribe();
         loop {
             let Some(token) = self.current() else {
                 // Workers log in on demand; wait for the first login.
                 tokio::select! {
+                    biased;
                     _ = changes.changed() => continue,
                     _ = shutdown.changed() => return,
                 }
@@ -432,6 +445,7 @@ impl Auth {
             let life = token.life();
             let Some(expires_at) = life.expires_at else {
                 tokio::select! {
+                    biased;
                     _ = changes.changed() => continue,
                     _ = shutdown.changed() => return,
                 }
@@ -448,6 +462,7 @@ impl Auth {
                 life.renewed_at + lease::renew_delay(life.last_ttl, &mut rng)
             };
             tokio::select! {
+                    biased;
                 _ = tokio::time::sleep_until(at) => {}
                 _ = changes.changed() => continue,
                 _ = shutdown.changed() => return,
@@ -458,6 +473,7 @@ impl Auth {
                 } else {
                     // Nothing to do but let workers fail and retry against a refreshed token.
                     tokio::select! {
+                    biased;
                         _ = changes.changed() => continue,
                         _ = shutdown.changed() => return,
                     }
@@ -472,6 +488,7 @@ impl Auth {
                         .next_delay(e.vault_error().and_then(VaultError::retry_after), &mut rng);
                     tracing::warn!(error = %e, retry_in = %humantime::format_duration(round(wait)), "keeping the Vault token alive failed");
                     tokio::select! {
+                    biased;
                         _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.changed() => return,
                     }
@@ -536,9 +553,7 @@ fn fmt_in(at: Instant) -> String {
     humantime::format_duration(round(at.saturating_duration_since(Instant::now()))).to_string()
 }
 
-pub(crate) fn round(d: Duration) -> Duration {
-    Duration::from_millis(d.as_millis() as u64 / 100 * 100)
-}
+pub(crate) use crate::time::round;
 
 /// Vault tokens carry a type prefix (`hvs.`, `s.`, ...); secret-ids are UUIDs.
 fn looks_like_token(s: &str) -> bool {
