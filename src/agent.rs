@@ -18,7 +18,7 @@ use crate::config::{Config, ConfigError, SecretConfig};
 use crate::http::{AdminAccess, Limits, ProbeServer, Router};
 use crate::lease;
 use crate::logging::LogHandle;
-use crate::secret::{Control, SecretError, Worker};
+use crate::secret::{Control, Retire, SecretError, Worker};
 use crate::sink::FileSink;
 use crate::state::{SecretInfo, State};
 use crate::vault::{Auth, AuthEvent, Client, Live, VaultError};
@@ -75,8 +75,15 @@ struct Running {
     cfg: SecretConfig,
     rotate: Arc<Notify>,
     stop: watch::Sender<bool>,
-    /// Tells the worker, before `stop`, that SIGHUP retired it (see `Control::retire`).
-    retire: Arc<std::sync::atomic::AtomicBool>,
+    /// Tells the worker that SIGHUP removed or replaced it (see [`Retire`]).
+    retire: watch::Sender<Retire>,
+    task: JoinHandle<()>,
+}
+
+/// A worker SIGHUP retired: still handing over or in its grace, awaited on SIGTERM so that
+/// its revocations happen.
+struct Retiring {
+    stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
@@ -85,6 +92,9 @@ pub struct Agent {
     backend: Arc<Live>,
     state: Arc<State>,
     running: BTreeMap<String, Running>,
+    retiring: Vec<Retiring>,
+    /// Per secret name, shared by its successive workers: the id of the last to write.
+    written: BTreeMap<String, Arc<watch::Sender<u64>>>,
     /// Seeds every random choice (splay, jitter) so a simulation replays exactly; `None`
     /// draws from the OS.
     seed: Option<u64>,
@@ -128,6 +138,8 @@ impl Agent {
         .with_seed(seed.map(|s| s ^ 0xa5a5_a5a5));
         for s in &cfg.secrets {
             sink_for(s)?;
+            // Known from the first instant, so /ready fails until each has been written.
+            state.add_secret(secret_info(s));
         }
         Ok(Agent {
             backend: Arc::new(Live {
@@ -137,6 +149,8 @@ impl Agent {
             state,
             cfg,
             running: BTreeMap::new(),
+            retiring: Vec::new(),
+            written: BTreeMap::new(),
             seed,
             started: 0,
         })
@@ -275,9 +289,12 @@ impl Agent {
                 Command::Reload(new) => self.reload(*new, log.as_ref()),
             }
         }
-        let stopping: Vec<Running> = std::mem::take(&mut self.running).into_values().collect();
         let mut tasks = Vec::new();
-        for r in stopping {
+        for r in std::mem::take(&mut self.running).into_values() {
+            let _ = r.stop.send(true);
+            tasks.push(r.task);
+        }
+        for r in std::mem::take(&mut self.retiring) {
             let _ = r.stop.send(true);
             tasks.push(r.task);
         }
@@ -341,11 +358,7 @@ impl Agent {
     fn start(&mut self, s: SecretConfig) -> Result<(), AgentError> {
         let sink = sink_for(&s)?;
         sink.cleanup_stale_temps();
-        self.state.add_secret(SecretInfo {
-            name: s.name.clone(),
-            path: s.path.clone(),
-            kind: s.kind.unwrap_or(crate::credential::SecretKind::Generic),
-        });
+        self.state.add_secret(secret_info(&s));
         let rotate = Arc::new(Notify::new());
         let hooks: Vec<&str> = s.hooks.iter().map(|h| h.kind()).collect();
         self.state.declare_hooks(&s.name, &hooks);
@@ -353,8 +366,20 @@ impl Agent {
         // replaces its predecessor's handle here.
         self.state.set_rotate_handle(&s.name, rotate.clone());
         let (stop, stop_rx) = watch::channel(false);
-        let control = Control::new(rotate.clone(), stop_rx);
-        let retire = control.retire.clone();
+        let (retire, retire_rx) = watch::channel(Retire::No);
+        self.started += 1;
+        let written = self
+            .written
+            .entry(s.name.clone())
+            .or_insert_with(|| Arc::new(watch::channel(0).0))
+            .clone();
+        let control = Control {
+            rotate: rotate.clone(),
+            shutdown: stop_rx,
+            retire: retire_rx,
+            written,
+            id: self.started,
+        };
         let worker = Worker::new(
             s.clone(),
             self.backend.clone(),
@@ -364,8 +389,7 @@ impl Agent {
             self.cfg.backoff,
             self.cfg.revoke_on_exit,
         )
-        .with_rng(self.rng(self.started + 1));
-        self.started += 1;
+        .with_rng(self.rng(self.started));
         let task = tokio::spawn(worker.run());
         self.running.insert(
             s.name.clone(),
@@ -386,9 +410,7 @@ impl Agent {
                 tracing::warn!(error = %e, "SIGHUP: log level not changed");
             }
         }
-        if format!("{:?}{:?}", new.vault, new.auth)
-            != format!("{:?}{:?}", self.cfg.vault, self.cfg.auth)
-        {
+        if new.vault != self.cfg.vault || new.auth != self.cfg.auth {
             tracing::warn!("SIGHUP: [vault] and [auth] changes take effect on restart; secrets and log level are reloaded now");
         }
         let wanted: BTreeMap<String, SecretConfig> = new
@@ -396,20 +418,32 @@ impl Agent {
             .iter()
             .map(|s| (s.name.clone(), s.clone()))
             .collect();
+        self.retiring.retain(|r| !r.task.is_finished());
         let names: Vec<String> = self.running.keys().cloned().collect();
         for name in names {
-            let keep = wanted
-                .get(&name)
-                .is_some_and(|w| same_secret(w, &self.running[&name].cfg));
-            if !keep {
-                if let Some(r) = self.running.remove(&name) {
-                    r.retire.store(true, std::sync::atomic::Ordering::Relaxed);
-                    let _ = r.stop.send(true);
-                    tracing::info!(secret = %name, "SIGHUP: stopped (removed or changed)");
+            let old = &self.running[&name].cfg;
+            let how = match wanted.get(&name) {
+                Some(w) if w == old => continue,
+                Some(w) => {
+                    if w.output != old.output {
+                        // The configured file is another one now: not ready until it exists.
+                        self.state.forget_credential(&name);
+                    }
+                    Retire::Replaced
                 }
-                if !wanted.contains_key(&name) {
-                    self.state.remove_secret(&name);
-                }
+                None => Retire::Removed,
+            };
+            if let Some(r) = self.running.remove(&name) {
+                let _ = r.retire.send(how);
+                tracing::info!(secret = %name, ?how, "SIGHUP: retired");
+                self.retiring.push(Retiring {
+                    stop: r.stop,
+                    task: r.task,
+                });
+            }
+            if how == Retire::Removed {
+                self.state.remove_secret(&name);
+                self.written.remove(&name);
             }
         }
         for (name, s) in wanted {
@@ -425,8 +459,12 @@ impl Agent {
     }
 }
 
-fn same_secret(a: &SecretConfig, b: &SecretConfig) -> bool {
-    format!("{a:?}") == format!("{b:?}")
+fn secret_info(s: &SecretConfig) -> SecretInfo {
+    SecretInfo {
+        name: s.name.clone(),
+        path: s.path.clone(),
+        kind: s.kind.unwrap_or(crate::credential::SecretKind::Generic),
+    }
 }
 
 fn sink_for(s: &SecretConfig) -> Result<FileSink, AgentError> {

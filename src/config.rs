@@ -318,7 +318,7 @@ pub struct AdminConfig {
     pub allow_remote: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct VaultConfig {
     /// Base address without a trailing slash.
     pub addr: String,
@@ -350,7 +350,7 @@ impl AuthMethod {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuthConfig {
     pub method: AuthMethod,
     /// Mount path without `auth/` and slashes, e.g. `kubernetes` or `k8s-prod`.
@@ -364,7 +364,7 @@ pub struct AuthConfig {
     pub secret_id_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SecretConfig {
     pub name: String,
     /// Path under /v1/, without slashes at either end.

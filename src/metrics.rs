@@ -177,6 +177,14 @@ impl Snapshot {
             Some(&Unit::Seconds),
             self.per_secret(|s| s.written_at.map(unix_seconds)),
         )?;
+        gauge(
+            encoder,
+            "secret_dies_with_login",
+            "1 when the credential cannot outlive the Vault token that created it and no newer \
+             token can be had: it is kept until its end, then readiness fails.",
+            None,
+            self.per_secret(|s| Some(if s.dies_with_login { 1.0 } else { 0.0 })),
+        )?;
         counter(
             encoder,
             "secret_rotations",
@@ -457,7 +465,7 @@ mod tests {
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .map(|l| l.split(' ').next().unwrap())
             .collect();
-        assert_eq!(families.len(), 12, "{text}");
+        assert_eq!(families.len(), 13, "{text}");
         for family in families {
             let help = format!("# HELP {family} ");
             let help = text.lines().find(|l| l.starts_with(&help));

@@ -31,7 +31,7 @@ const RFC3339_LIMIT_SECS: u64 = 253_402_300_800;
 const MIN_REDACT_LEN: usize = 3;
 
 /// How a credential is written to the file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum OutputFormat {
     /// A JSON document with fixed top-level keys and every field under `data`.
     Json,
@@ -46,6 +46,8 @@ pub enum OutputFormat {
 pub struct Template {
     /// The name errors use: normally the template's file path.
     name: String,
+    /// The text it was compiled from: what tells two templates apart on SIGHUP.
+    source: Arc<str>,
     /// Holds the one compiled template plus the strict settings and filters; shared, so
     /// clones of the configuration are cheap and `OutputFormat` stays small.
     env: Arc<Environment<'static>>,
@@ -109,6 +111,12 @@ fn at_line(line: Option<usize>) -> String {
     line.map(|l| format!(" line {l}")).unwrap_or_default()
 }
 
+impl PartialEq for Template {
+    fn eq(&self, other: &Template) -> bool {
+        self.name == other.name && self.source == other.source
+    }
+}
+
 impl fmt::Debug for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The source may hold literals an operator would not want in logs; the name suffices.
@@ -124,6 +132,7 @@ impl Template {
     /// that can never be defined (a typo such as `pasword`) are rejected.
     pub fn from_source(name: &str, source: String) -> Result<Template, RenderError> {
         let mut env = strict_environment();
+        let text: Arc<str> = Arc::from(source.as_str());
         env.add_template_owned(name.to_string(), source)
             .map_err(|e| RenderError::Syntax {
                 template: name.to_string(),
@@ -132,6 +141,7 @@ impl Template {
             })?;
         let template = Template {
             name: name.to_string(),
+            source: text,
             env: Arc::new(env),
         };
         template.check_top_level_names()?;

@@ -29,6 +29,8 @@ use crate::vault::{AuthError, Backend, Envelope, Token, VaultError};
 const STATIC_SETTLE: Duration = Duration::from_millis(500);
 /// How often to look again when a static role's password has not changed yet.
 const STATIC_RECHECK: Duration = Duration::from_secs(1);
+/// The least wait after a policy denial.
+const DENIED_RETRY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -36,6 +38,14 @@ pub enum SecretError {
     Auth(#[from] AuthError),
     #[error("{0}")]
     Vault(#[from] VaultError),
+    /// A 403 with a token that `lookup-self` shows alive: the policy refuses the path. A new
+    /// login cannot help, so none is made.
+    #[error("denied by policy: {0}")]
+    Denied(VaultError),
+    /// The credential dies with its token, and no token that outlives it can be had (a
+    /// `--auth token` token near its end, or a failing login). Kept until its real end.
+    #[error("the Vault token ends in {} and no newer token can be had; the credential in the file dies with it", humantime::format_duration(*.0))]
+    TokenEnding(Duration),
     #[error("{path}: {reason}")]
     Shape { path: String, reason: String },
     #[error("render: {0}")]
@@ -49,7 +59,8 @@ impl SecretError {
     pub fn stage(&self) -> &'static str {
         match self {
             SecretError::Auth(_) => "auth",
-            SecretError::Vault(_) | SecretError::Shape { .. } => "fetch",
+            SecretError::TokenEnding(_) => "auth",
+            SecretError::Vault(_) | SecretError::Denied(_) | SecretError::Shape { .. } => "fetch",
             SecretError::Render(_) => "render",
             SecretError::Write(_) => "write",
         }
@@ -57,11 +68,25 @@ impl SecretError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            SecretError::Vault(e) => e.retry_after(),
+            SecretError::Vault(e) | SecretError::Denied(e) => e.retry_after(),
             SecretError::Auth(e) => e.vault_error().and_then(VaultError::retry_after),
             _ => None,
         }
     }
+}
+
+/// What SIGHUP made of a running secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retire {
+    /// Still configured as it is.
+    No,
+    /// Gone from the configuration: its credentials are revoked after the grace.
+    Removed,
+    /// Its settings changed and a new worker took its name. This one keeps its credential
+    /// alive (renewing it) until the new one has written a credential, and only then starts
+    /// the grace: a mistyped path or a Vault outage never leaves the file with a revoked
+    /// credential.
+    Replaced,
 }
 
 /// How the worker is told to act outside its plan.
@@ -69,18 +94,25 @@ impl SecretError {
 pub struct Control {
     /// SIGUSR1 or `POST /rotate`: issue a new credential now.
     pub rotate: Arc<Notify>,
+    /// SIGTERM: stop (revoking only with `--revoke-on-exit`).
     pub shutdown: watch::Receiver<bool>,
-    /// Set before `shutdown` when SIGHUP replaced or removed this secret: its credentials are
-    /// no longer ours to keep, so they are revoked after the grace instead of left to expire.
-    pub retire: Arc<std::sync::atomic::AtomicBool>,
+    pub retire: watch::Receiver<Retire>,
+    /// Shared by every worker that has held this secret's name: the id of the last one to
+    /// write a credential. A replaced worker waits for a newer id.
+    pub written: Arc<watch::Sender<u64>>,
+    /// This worker's place in that order.
+    pub id: u64,
 }
 
 impl Control {
+    /// A control that only SIGTERM and rotations reach (`--once`, tests).
     pub fn new(rotate: Arc<Notify>, shutdown: watch::Receiver<bool>) -> Control {
         Control {
             rotate,
             shutdown,
-            retire: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            retire: watch::channel(Retire::No).1,
+            written: Arc::new(watch::channel(0).0),
+            id: 1,
         }
     }
 }
@@ -100,14 +132,27 @@ struct Held {
 }
 
 impl Held {
+    /// When the credential stops working unless something is renewed: a lease dies with the
+    /// token that created it, so the token's current end bounds it too.
     fn deadline(&self) -> Option<Instant> {
         let lease_end = self.lease.map(|l| l.expires_at);
-        let token_end = self.lease.and(self.token.final_end()).map(|t| t.expires_at);
+        let token_end = self.lease.and(self.token.expires_at());
         match (lease_end, token_end) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b).or(self.rotates_at),
         }
     }
+}
+
+/// An old lease to revoke.
+struct PendingRevoke {
+    lease_id: String,
+    /// When to (try to) revoke it.
+    at: Instant,
+    /// Failed attempts so far: sets the retry's backoff.
+    attempts: u32,
+    /// When it dies anyway; a failing revoke is not retried past this.
+    dies_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,9 +192,12 @@ pub struct Worker<B: Backend> {
     revoke_on_exit: bool,
     rng: StdRng,
     backoff: Backoff,
+    /// The backoff's settings, for the floor after a policy denial and revoke retries.
+    backoff_min: Duration,
+    backoff_max: Duration,
     current: Option<Held>,
-    /// Old leases waiting out their grace: (lease id, when to revoke).
-    pending_revokes: Vec<(String, Instant)>,
+    /// Old leases waiting out their grace, or a retry of a revoke that failed.
+    pending_revokes: Vec<PendingRevoke>,
     /// After a failure, nothing is tried before this.
     retry_at: Option<Instant>,
     /// The policy refused `rotate-role`: stop asking.
@@ -181,6 +229,8 @@ impl<B: Backend> Worker<B> {
             revoke_on_exit,
             rng: StdRng::from_os_rng(),
             backoff: Backoff::new(backoff.min, backoff.max),
+            backoff_min: backoff.min,
+            backoff_max: backoff.max,
             current: None,
             pending_revokes: Vec::new(),
             retry_at: None,
@@ -219,12 +269,34 @@ impl<B: Backend> Worker<B> {
     pub async fn run(mut self) {
         let name = self.cfg.name.clone();
         let _alive = self.state.task_guard(&name);
+        let retired = self.serve().await;
+        match retired {
+            Retire::No => self.shutdown().await,
+            Retire::Removed => self.revoke_after_grace().await,
+            Retire::Replaced => {
+                if self.hand_over().await {
+                    self.revoke_after_grace().await;
+                } else {
+                    self.shutdown().await;
+                }
+            }
+        }
+    }
+
+    /// The main loop: runs the plan until SIGTERM ([`Retire::No`]) or a SIGHUP retires it.
+    async fn serve(&mut self) -> Retire {
+        let name = self.cfg.name.clone();
         let mut token_changes = self.backend.token_changes();
         let mut shutdown = self.control.shutdown.clone();
+        let mut retire = self.control.retire.clone();
         let rotate = self.control.rotate.clone();
         loop {
             if *shutdown.borrow() {
-                break;
+                return Retire::No;
+            }
+            let retired = *retire.borrow_and_update();
+            if retired != Retire::No {
+                return retired;
             }
             let (action, at) = self.next_action(Instant::now());
             self.state.update(&name, |s| {
@@ -235,14 +307,16 @@ impl<B: Backend> Worker<B> {
             });
             let action = tokio::select! {
                 biased;
-                _ = shutdown.changed() => break,
+                _ = shutdown.changed() => return Retire::No,
+                _ = retire.changed() => continue,
                 _ = tokio::time::sleep_until(at) => action,
                 _ = rotate.notified() => {
                     self.rotate_requested = true;
                     Action::Reissue(Why::Cadence)
                 }
                 changed = token_changes.changed() => {
-                    if changed.is_err() { break; }
+                    if changed.is_err() { return Retire::No; }
+                    self.refresh_expiry();
                     continue;
                 }
             };
@@ -259,13 +333,125 @@ impl<B: Backend> Worker<B> {
                     self.backoff.reset();
                 }
                 Err(e) => {
-                    let wait = self.backoff.next_delay(e.retry_after(), &mut self.rng);
+                    let wait = self.backoff_for(&e);
                     self.retry_at = Some(Instant::now() + wait);
                     self.log_failure(action, &e, wait);
                 }
             }
         }
-        self.shutdown().await;
+    }
+
+    /// A newer worker has written a credential under this name: the file is no longer ours.
+    fn handed_over(&self) -> bool {
+        *self.control.written.borrow() > self.control.id
+    }
+
+    /// Replaced by SIGHUP: keep the credential in the file alive (renewals, due revokes)
+    /// until the new worker has written its own. `true` once it has; `false` on SIGTERM.
+    async fn hand_over(&mut self) -> bool {
+        let mut written = self.control.written.subscribe();
+        let mut shutdown = self.control.shutdown.clone();
+        tracing::info!(secret = %self.cfg.name, "SIGHUP: replaced; keeping the current credential alive until the new settings have written one");
+        loop {
+            if self.handed_over() {
+                return true;
+            }
+            if *shutdown.borrow() {
+                return false;
+            }
+            let now = Instant::now();
+            let renew_at = match self.planned(now) {
+                (Action::Renew, at) => Some(self.retry_at.map_or(at, |r| at.max(r))),
+                _ => None,
+            };
+            let revoke_at = self.pending_revokes.iter().map(|p| p.at).min();
+            let wake = renew_at.into_iter().chain(revoke_at).min();
+            let sleep = async move {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return self.handed_over(),
+                _ = written.changed() => continue,
+                _ = sleep => {}
+            }
+            if revoke_at.is_some_and(|r| r <= Instant::now()) {
+                self.revoke_due().await;
+                continue;
+            }
+            match self.renew().await {
+                Ok(()) => {
+                    self.retry_at = None;
+                    self.backoff.reset();
+                }
+                Err(e) => {
+                    let wait = self.backoff_for(&e);
+                    self.retry_at = Some(Instant::now() + wait);
+                    self.log_failure(Action::Renew, &e, wait);
+                }
+            }
+        }
+    }
+
+    /// Retired: the app has had the successor (or, for a removed secret, the reload) since
+    /// now; after the grace, revoke everything this worker still holds. SIGTERM cuts the
+    /// grace short rather than leaving the credentials to their TTL.
+    async fn revoke_after_grace(&mut self) {
+        let mut shutdown = self.control.shutdown.clone();
+        if !*shutdown.borrow() {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {}
+                _ = tokio::time::sleep(self.cfg.revoke_grace) => {}
+            }
+        }
+        self.revoke_all().await;
+    }
+
+    /// The wait before retrying after `e`. A policy denial is no passing fault: it waits at
+    /// least a minute (or the backoff's cap), so a missing grant costs Vault little.
+    fn backoff_for(&mut self, e: &SecretError) -> Duration {
+        let wait = self.backoff.next_delay(e.retry_after(), &mut self.rng);
+        match e {
+            SecretError::Denied(_) => wait.max(DENIED_RETRY.min(self.backoff_max)),
+            _ => wait,
+        }
+    }
+
+    /// Keeps `expires_at` (file, state) equal to the credential's real end after something
+    /// other than a renewal moved it: the token renewed, found final, or found dead.
+    fn refresh_expiry(&mut self) {
+        let Some(held) = self.current.as_mut() else {
+            return;
+        };
+        let expires_at = held.deadline().map(to_system);
+        if expires_at == held.cred.expires_at {
+            return;
+        }
+        held.cred.expires_at = expires_at;
+        let cred = held.cred.clone();
+        if self.handed_over() {
+            return;
+        }
+        self.state
+            .update(&self.cfg.name, |s| s.expires_at = expires_at);
+        if let Err(e) = self.write(&cred) {
+            tracing::warn!(secret = %self.cfg.name, error = %e, "could not write the new expires_at");
+        }
+    }
+
+    /// Says once, in the log, `/status` and the metrics, that the credential will die with
+    /// its token; cleared by the next credential written.
+    fn set_dies_with_login(&self, bound: bool) {
+        let name = &self.cfg.name;
+        let was = self.state.get(name).is_some_and(|s| s.dies_with_login);
+        if bound && !was {
+            tracing::warn!(secret = %name, "the credential cannot outlive its Vault token and no newer token can be had (auth=token: put a new token in the token file); keeping it until it ends, then /ready fails");
+        }
+        self.state.update(name, |s| s.dies_with_login = bound);
     }
 
     fn next_action(&mut self, now: Instant) -> (Action, Instant) {
@@ -278,7 +464,7 @@ impl<B: Backend> Worker<B> {
                 planned = (Action::Reissue(Why::Cadence), retry);
             }
         }
-        let (action, at) = match self.pending_revokes.iter().map(|(_, at)| *at).min() {
+        let (action, at) = match self.pending_revokes.iter().map(|p| p.at).min() {
             Some(revoke_at) if revoke_at < planned.1 => (Action::Revoke, revoke_at),
             _ => planned,
         };
@@ -320,6 +506,17 @@ impl<B: Backend> Worker<B> {
     async fn perform(&mut self, action: Action) -> Result<(), SecretError> {
         match action {
             Action::Issue => self.issue(None).await,
+            Action::Reissue(why) if self.current.as_ref().is_some_and(|h| h.lease.is_none()) => {
+                // Nothing leased to replace (static role, KV): rotating means asking Vault
+                // for a new password where it can, then reading again, and a credential
+                // that did not change is no rotation.
+                let _ = why;
+                if self.kind == Some(SecretKind::Static) && !self.rotate_denied {
+                    self.rotate_static().await
+                } else {
+                    self.reread().await
+                }
+            }
             Action::Reissue(why) => self.issue(Some(why)).await,
             Action::Renew => self.renew().await,
             Action::Reread => self.reread().await,
@@ -331,23 +528,28 @@ impl<B: Backend> Worker<B> {
         }
     }
 
-    /// Runs a Vault call with the current token; on a refused token logs in once and retries.
-    /// OpenBao and older Vault answer a dead token with a bare "permission denied", so any 403
-    /// earns one fresh login before it is taken as a policy problem.
+    /// Runs a Vault call with the current token. A 403 is either a dead token or a policy
+    /// denial; only a dead token (confirmed with `lookup-self`, since OpenBao and older Vault
+    /// say just "permission denied") earns a new login and one more try.
     async fn with_token<T, F, Fut>(&self, call: F) -> Result<(T, Arc<Token>), SecretError>
     where
         F: Fn(SecretValue) -> Fut,
         Fut: std::future::Future<Output = Result<T, VaultError>>,
     {
         let token = self.backend.token().await?;
-        match call(token.secret().clone()).await {
-            Ok(v) => Ok((v, token)),
-            Err(e) if e.is_forbidden() => {
-                tracing::debug!(secret = %self.cfg.name, error = %e, "403 from Vault; logging in again before retrying once");
-                let fresh = self.backend.relogin(token.generation).await?;
-                let v = call(fresh.secret().clone()).await?;
-                Ok((v, fresh))
-            }
+        let refusal = match call(token.secret().clone()).await {
+            Ok(v) => return Ok((v, token)),
+            Err(e) if e.is_forbidden() => e,
+            Err(e) => return Err(e.into()),
+        };
+        if !self.backend.confirm_dead(&token, &refusal).await? {
+            return Err(SecretError::Denied(refusal));
+        }
+        tracing::debug!(secret = %self.cfg.name, "the token is gone; logging in again before retrying once");
+        let fresh = self.backend.relogin(token.generation).await?;
+        match call(fresh.secret().clone()).await {
+            Ok(v) => Ok((v, fresh)),
+            Err(e) if e.is_forbidden() => Err(SecretError::Denied(e)),
             Err(e) => Err(e.into()),
         }
     }
@@ -411,10 +613,19 @@ impl<B: Backend> Worker<B> {
         let kind = self.resolve_kind().await?;
         if why == Some(Why::TokenDeadline) {
             // The lease is ending with its token: a credential from the same token would die
-            // with it too, so log in first.
+            // with it too, so log in first, and re-issue only under a token that outlives
+            // this one. Chasing the same token would re-issue ever faster as its end nears.
             if let Some(held) = &self.current {
-                let generation = held.token.generation;
-                self.backend.relogin(generation).await?;
+                let old = held.token.clone();
+                let fresh = self.backend.relogin(old.generation).await?;
+                if !outlives(&fresh, &old) {
+                    let left = old
+                        .expires_at()
+                        .map(|e| e.saturating_duration_since(Instant::now()))
+                        .unwrap_or_default();
+                    self.set_dies_with_login(true);
+                    return Err(SecretError::TokenEnding(crate::time::round(left)));
+                }
             }
         }
         let backend = self.backend.clone();
@@ -426,7 +637,17 @@ impl<B: Backend> Worker<B> {
                 async move { backend.read(&t, &path).await }
             })
             .await?;
-        let held = self.held_from(env, kind, token)?;
+        let lease_id = env.lease_id.clone();
+        let held = match self.held_from(env, kind, token) {
+            Ok(held) => held,
+            Err(e) => {
+                // Vault made a lease (a database user) that we cannot use: give it back.
+                if !lease_id.is_empty() {
+                    self.revoke(&lease_id).await;
+                }
+                return Err(e);
+            }
+        };
         if let Err(e) = self.write(&held.cred) {
             // Never leave a database user behind that nobody holds.
             if let Some(id) = &held.cred.lease_id {
@@ -466,13 +687,20 @@ impl<B: Backend> Worker<B> {
             reason,
             "wrote new credential"
         );
+        self.control.written.send_modify(|w| *w = (*w).max(self.control.id));
         if let Some(old) = self.current.take() {
             if let Some(id) = old.cred.lease_id.clone() {
                 let grace_end = Instant::now() + self.cfg.revoke_grace;
                 // No need to revoke what dies by itself before the grace is over.
-                match old.deadline() {
+                let dies_at = old.deadline();
+                match dies_at {
                     Some(d) if d <= grace_end => {}
-                    _ => self.pending_revokes.push((id, grace_end)),
+                    _ => self.pending_revokes.push(PendingRevoke {
+                        lease_id: id,
+                        at: grace_end,
+                        attempts: 0,
+                        dies_at,
+                    }),
                 }
             }
         }
@@ -485,6 +713,7 @@ impl<B: Backend> Worker<B> {
             s.written_at = Some(now);
             s.last_rotation = Some(now);
             s.last_error = None;
+            s.dies_with_login = false;
         });
         self.state.record_credential(
             &name,
@@ -608,6 +837,10 @@ impl<B: Backend> Worker<B> {
     }
 
     fn write(&self, cred: &Credential) -> Result<WriteOutcome, SecretError> {
+        if self.handed_over() {
+            // A newer worker owns the file (SIGHUP replaced this one).
+            return Ok(WriteOutcome::Unchanged);
+        }
         let bytes = render::render(&self.cfg.format, cred)?;
         Ok(self.sink.write(&bytes)?)
     }
@@ -617,6 +850,10 @@ impl<B: Backend> Worker<B> {
             return Ok(());
         };
         let (Some(lease), Some(id)) = (held.lease, held.cred.lease_id.clone()) else {
+            // Nothing to renew: make sure the plan re-issues instead of asking again.
+            if let Some(l) = self.current.as_mut().and_then(|h| h.lease.as_mut()) {
+                l.renewable = false;
+            }
             return Ok(());
         };
         let asked = lease.ttl;
@@ -644,6 +881,9 @@ impl<B: Backend> Worker<B> {
                 held.cred.expires_at = held.deadline().map(to_system);
                 let expires_at = held.cred.expires_at;
                 let cred = held.cred.clone();
+                if self.handed_over() {
+                    return Ok(());
+                }
                 self.state.update(&name, |s| {
                     s.expires_at = expires_at;
                     s.renewable = env.renewable;
@@ -663,12 +903,18 @@ impl<B: Backend> Worker<B> {
                 self.state
                     .record_failure(&name, "renew", format!("renew: {e}"));
                 if let Some(held) = self.current.as_mut() {
-                    // It cannot be revoked or renewed any more; forget its lease.
+                    // The credential is dead: it can be neither renewed nor revoked, and the
+                    // plan must re-issue (with backoff) until a new one is written.
                     held.cred.lease_id = None;
+                    if let Some(l) = held.lease.as_mut() {
+                        l.renewable = false;
+                        l.expires_at = l.expires_at.min(Instant::now());
+                    }
                 }
+                self.refresh_expiry();
                 self.issue(Some(Why::Deadline)).await
             }
-            Err(SecretError::Vault(e)) if e.is_forbidden() || e.is_not_renewable() => {
+            Err(SecretError::Denied(e)) | Err(SecretError::Vault(e)) if e.is_forbidden() || e.is_not_renewable() => {
                 // Renewing again would only repeat the refusal: keep the credential to the end
                 // of its lease and replace it ahead of that.
                 tracing::warn!(secret = %name, error = %e, "cannot renew this lease; will issue a new credential before it expires");
@@ -731,7 +977,6 @@ impl<B: Backend> Worker<B> {
 
     /// `--rotate-every` on a static role: ask Vault to rotate now, then read the new password.
     async fn rotate_static(&mut self) -> Result<(), SecretError> {
-        self.last_rotate_request = Some(Instant::now());
         let rotate_path = self
             .read_path
             .replacen("/static-creds/", "/rotate-role/", 1);
@@ -746,10 +991,13 @@ impl<B: Backend> Worker<B> {
             .await;
         match result {
             Ok(_) => {
+                // Only a rotation that happened starts the next cadence; a failed one is
+                // retried with backoff.
+                self.last_rotate_request = Some(Instant::now());
                 tracing::info!(secret = %self.cfg.name, path = %rotate_path, "asked Vault to rotate the static role");
                 self.reread().await
             }
-            Err(SecretError::Vault(e)) if e.is_forbidden() => {
+            Err(SecretError::Denied(e)) => {
                 tracing::warn!(secret = %self.cfg.name, error = %e, "the policy does not allow rotate-role; relying on Vault's own rotation schedule");
                 self.rotate_denied = true;
                 Ok(())
@@ -760,18 +1008,31 @@ impl<B: Backend> Worker<B> {
 
     async fn revoke_due(&mut self) {
         let now = Instant::now();
-        let (due, later): (Vec<_>, Vec<_>) = self
-            .pending_revokes
-            .drain(..)
-            .partition(|(_, at)| *at <= now);
+        let (due, later): (Vec<_>, Vec<_>) =
+            self.pending_revokes.drain(..).partition(|p| p.at <= now);
         self.pending_revokes = later;
-        for (id, _) in due {
-            self.revoke(&id).await;
+        for mut p in due {
+            if self.revoke(&p.lease_id).await {
+                continue;
+            }
+            // A passing fault: try again with backoff while the lease still lives.
+            p.attempts += 1;
+            let mut retry = Backoff::new(self.backoff_min, self.backoff_max);
+            let mut wait = Duration::ZERO;
+            for _ in 0..p.attempts {
+                wait = retry.next_delay(None, &mut self.rng);
+            }
+            p.at = Instant::now() + wait;
+            if p.dies_at.is_none_or(|d| p.at < d) {
+                self.pending_revokes.push(p);
+            }
         }
     }
 
-    /// Best effort: a lease that cannot be revoked still ends at its TTL.
-    async fn revoke(&self, lease_id: &str) {
+    /// Revokes one lease. Returns `false` when it is worth trying again (a passing fault);
+    /// `true` when it is done, or can never be done (refused by policy, already gone): such
+    /// a lease still ends at its TTL.
+    async fn revoke(&self, lease_id: &str) -> bool {
         let backend = self.backend.clone();
         let id = lease_id.to_string();
         let result = self
@@ -785,28 +1046,27 @@ impl<B: Backend> Worker<B> {
             Ok(_) => {
                 tracing::info!(secret = %self.cfg.name, lease_id, "revoked old credential");
                 self.state.record_revoked(&self.cfg.name, lease_id);
+                true
             }
             Err(e) => {
-                tracing::warn!(secret = %self.cfg.name, lease_id, error = %e, "revoking old credential failed; it will expire at its TTL");
+                let again = is_transient(&e);
+                tracing::warn!(secret = %self.cfg.name, lease_id, error = %e, will_retry = again, "revoking old credential failed; it expires at its TTL if no retry succeeds");
                 self.state
                     .record_failure(&self.cfg.name, "revoke", format!("revoke: {e}"));
+                !again
             }
         }
     }
 
+    /// SIGTERM: the credentials stay for the next start, unless `--revoke-on-exit`.
     async fn shutdown(&mut self) {
-        let retired = self
-            .control
-            .retire
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if retired {
-            // The app may still hold this credential until the successor's file lands: give
-            // it the same grace as any replaced credential.
-            tokio::time::sleep(self.cfg.revoke_grace).await;
-        } else if !self.revoke_on_exit {
-            return;
+        if self.revoke_on_exit {
+            self.revoke_all().await;
         }
-        let mut ids: Vec<String> = self.pending_revokes.drain(..).map(|(id, _)| id).collect();
+    }
+
+    async fn revoke_all(&mut self) {
+        let mut ids: Vec<String> = self.pending_revokes.drain(..).map(|p| p.lease_id).collect();
         if let Some(id) = self.current.as_ref().and_then(|h| h.cred.lease_id.clone()) {
             ids.push(id);
         }
@@ -842,9 +1102,33 @@ fn failure_stage(action: Action, e: &SecretError) -> &'static str {
     }
 }
 
+/// A fault that may pass by itself (Vault down or overloaded, a token to replace).
+fn is_transient(e: &SecretError) -> bool {
+    match e {
+        SecretError::Vault(v) => v.is_transient(),
+        SecretError::Auth(a) => a.vault_error().is_none_or(VaultError::is_transient),
+        _ => false,
+    }
+}
+
+/// Whether `fresh` is another token that lives past `old`'s end, so that a credential
+/// issued under it outlives the one issued under `old`.
+fn outlives(fresh: &Token, old: &Token) -> bool {
+    if fresh.same_as(old) || fresh.is_dead() {
+        return false;
+    }
+    match (fresh.final_end(), old.expires_at()) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(f), Some(o)) => f.expires_at > o + crate::lease::MIN_LEAD,
+    }
+}
+
 fn is_retryable(e: &SecretError) -> bool {
     match e {
-        SecretError::Vault(v) => v.is_transient() || v.is_forbidden(),
+        SecretError::Vault(v) => v.is_transient(),
+        SecretError::Denied(_) => true,
+        SecretError::TokenEnding(_) => true,
         SecretError::Auth(a) => a.vault_error().is_none_or(VaultError::is_transient),
         SecretError::Shape { .. } | SecretError::Render(_) => false,
         SecretError::Write(_) => true,

@@ -88,6 +88,9 @@ pub struct SecretStatus {
     #[serde(serialize_with = "opt_time")]
     pub expiry_set_at: Option<SystemTime>,
     pub last_error: Option<String>,
+    /// The credential cannot outlive the Vault token that created it, and no newer token can
+    /// be had: it is kept until its real end (`expires_at`), then the agent is not ready.
+    pub dies_with_login: bool,
     /// What the secret's loop will do next, and when.
     pub next_action: Option<NextAction>,
     /// The most recent events, oldest first, at most [`HISTORY_LEN`].
@@ -273,6 +276,17 @@ impl State {
     /// Forgets a secret removed from the configuration, so it no longer gates readiness.
     pub fn remove_secret(&self, name: &str) {
         self.lock().secrets.retain(|e| e.status.name != name);
+    }
+
+    /// The secret's file is another one now (SIGHUP changed its output): nothing is written
+    /// there yet, so it is not ready until its worker writes.
+    pub fn forget_credential(&self, name: &str) {
+        self.update(name, |s| {
+            s.written_at = None;
+            s.expires_at = None;
+            s.username = None;
+            s.lease_id = None;
+        });
     }
 
     /// Changes a secret's status in place. An unknown name is ignored: it can only be a secret
@@ -615,6 +629,7 @@ impl SecretStatus {
             notifications_by_hook: BTreeMap::new(),
             expiry_set_at: None,
             last_error: None,
+            dies_with_login: false,
             next_action: None,
             history: VecDeque::with_capacity(HISTORY_LEN),
         }

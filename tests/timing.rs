@@ -81,7 +81,7 @@ impl FakeVault {
             SecretValue::new(format!("tok-{generation}")),
             generation,
             format!("acc-{generation}"),
-            self.token_ttl,
+            (!self.token_ttl.is_zero()).then_some(self.token_ttl),
             false,
             now,
         ));
@@ -148,6 +148,15 @@ impl Backend for FakeVault {
             Some(t) if !t.is_expired(Instant::now()) => Ok(t),
             _ => Ok(self.login()),
         }
+    }
+
+    async fn confirm_dead(&self, token: &Arc<Token>, _: &VaultError) -> Result<bool, AuthError> {
+        // Like lookup-self: a token this fake no longer honours is dead.
+        let dead = self.check_token(token.secret()).is_err();
+        if dead {
+            token.mark_dead(Instant::now());
+        }
+        Ok(dead)
     }
 
     async fn relogin(&self, stale: u64) -> Result<Arc<Token>, AuthError> {

@@ -92,6 +92,8 @@ struct TokenLife {
     last_ttl: Duration,
     /// The token cannot be extended any more: its expiry is final.
     is_final: bool,
+    /// Vault said the token no longer exists; `expires_at` is when we learnt it.
+    dead: bool,
 }
 
 impl std::fmt::Debug for Token {
@@ -105,15 +107,17 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
+    /// `ttl` is `None` for a token that never expires.
     pub fn new(
         value: SecretValue,
         generation: u64,
         accessor: String,
-        ttl: Duration,
+        ttl: Option<Duration>,
         renewable: bool,
         now: Instant,
     ) -> Token {
-        let expires_at = (!ttl.is_zero()).then(|| now + ttl);
+        let expires_at = ttl.map(|ttl| now + ttl);
+        let ttl = ttl.unwrap_or_default();
         Token {
             value,
             generation,
@@ -125,6 +129,7 @@ impl Token {
                 renewed_at: now,
                 last_ttl: ttl,
                 is_final: !renewable && expires_at.is_some(),
+                dead: false,
             }),
         }
     }
@@ -160,6 +165,26 @@ impl Token {
 
     fn set_final(&self) {
         self.life.lock().unwrap_or_else(|p| p.into_inner()).is_final = true;
+    }
+
+    /// Vault confirmed the token is gone (expired or revoked): so is every lease it created.
+    pub fn mark_dead(&self, now: Instant) {
+        let mut life = self.life.lock().unwrap_or_else(|p| p.into_inner());
+        if !life.dead {
+            life.dead = true;
+            life.is_final = true;
+            life.expires_at = Some(life.expires_at.map_or(now, |e| e.min(now)));
+        }
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.life().dead
+    }
+
+    /// Whether this is the same Vault token as `other` (a token file read again gives a new
+    /// `Token` for the same secret).
+    pub fn same_as(&self, other: &Token) -> bool {
+        self.value == other.value
     }
 
     fn renewed(&self, now: Instant, asked: Duration, granted: Duration, renewable: bool) {
@@ -229,9 +254,34 @@ impl Auth {
         self.cfg.method.as_str()
     }
 
-    /// Ticks on every login, so workers re-plan against the new token.
+    /// Ticks on every login and whenever a token's known end moves (renewed, found final,
+    /// found dead), so workers re-plan and keep `expires_at` within the token's life.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+
+    fn tell_workers(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Vault refused `token` with a 403. Tells a dead token (which must be replaced) from a
+    /// policy denial (which a new login cannot fix): recent Vault says "invalid token", but
+    /// OpenBao and older Vault say only "permission denied", so ask `lookup-self`.
+    pub async fn confirm_dead(&self, token: &Arc<Token>, refusal: &VaultError) -> Result<bool, AuthError> {
+        if token.is_dead() {
+            return Ok(true);
+        }
+        if !refusal.is_invalid_token() {
+            match self.client.lookup_self(token.secret()).await {
+                Ok(_) => return Ok(false),
+                Err(e) if e.is_forbidden() => {}
+                Err(e) => return Err(self.vault_err(e)),
+            }
+        }
+        tracing::warn!(accessor = %token.accessor, "Vault no longer knows the token: its leases are gone too");
+        token.mark_dead(Instant::now());
+        self.tell_workers();
+        Ok(true)
     }
 
     fn current(&self) -> Option<Arc<Token>> {
@@ -270,7 +320,7 @@ impl Auth {
                 (self.events)(AuthEvent::Login);
                 let token = Arc::new(token);
                 *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(token.clone());
-                self.changed.send_replace(token.generation);
+                self.tell_workers();
                 tracing::info!(
                     method = self.method(),
                     accessor = %token.accessor,
@@ -354,7 +404,7 @@ impl Auth {
             auth.client_token.0,
             self.next_generation(),
             auth.accessor,
-            Duration::from_secs(auth.lease_duration),
+            (auth.lease_duration > 0).then(|| Duration::from_secs(auth.lease_duration)),
             auth.renewable,
             Instant::now(),
         ))
@@ -372,11 +422,14 @@ impl Auth {
             .lookup_self(&value)
             .await
             .map_err(|e| self.vault_err(e))?;
+        // A token that never expires has no expire_time; one in its last second reads ttl 0
+        // too, but still has one.
+        let never = info.ttl == 0 && info.expire_time.is_none();
         Ok(Token::new(
             value,
             self.next_generation(),
-            String::new(),
-            Duration::from_secs(info.ttl),
+            info.accessor,
+            (!never).then(|| Duration::from_secs(info.ttl)),
             info.renewable,
             Instant::now(),
         ))
@@ -507,6 +560,7 @@ impl Auth {
                     .map(|a| (Duration::from_secs(a.lease_duration), a.renewable))
                     .unwrap_or((Duration::ZERO, false));
                 token.renewed(Instant::now(), asked, granted, renewable);
+                self.tell_workers();
                 (self.events)(AuthEvent::Renewed);
                 for w in env.warnings() {
                     tracing::info!(warning = %w, "Vault capped the token renewal");
@@ -514,7 +568,7 @@ impl Auth {
                 tracing::debug!(ttl = %humantime::format_duration(granted), "renewed the Vault token");
                 Ok(())
             }
-            Err(e) if e.is_invalid_token() => {
+            Err(e) if e.is_forbidden() && self.confirm_dead(token, &e).await? => {
                 (self.events)(AuthEvent::RenewFailed);
                 tracing::warn!(error = %e, "the Vault token is no longer valid; logging in again");
                 self.relogin(token.generation).await.map(|_| ())
@@ -525,6 +579,7 @@ impl Auth {
                 (self.events)(AuthEvent::RenewFailed);
                 tracing::warn!(error = %e, "cannot renew the Vault token; will log in again before it expires");
                 token.set_final();
+                self.tell_workers();
                 Ok(())
             }
             Err(e) => {
@@ -595,7 +650,7 @@ mod tests {
             SecretValue::new("x"),
             1,
             "a".into(),
-            Duration::from_secs(60),
+            Some(Duration::from_secs(60)),
             true,
             now,
         );
@@ -619,7 +674,7 @@ mod tests {
             SecretValue::new("root"),
             2,
             String::new(),
-            Duration::ZERO,
+            None,
             false,
             now,
         );

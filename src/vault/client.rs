@@ -199,7 +199,10 @@ impl<'de> Deserialize<'de> for SecretString {
 #[derive(Deserialize, Debug, Default)]
 #[serde(default)]
 pub struct TokenLookup {
+    pub accessor: String,
     pub ttl: u64,
+    /// `null` for a token that never expires.
+    pub expire_time: Option<String>,
     pub renewable: bool,
     pub explicit_max_ttl: u64,
     pub period: Option<u64>,
@@ -560,7 +563,7 @@ fn decode(method: Method, path: &str, resp: Response) -> Result<Option<Envelope>
     let retry_after = resp
         .retry_after
         .as_deref()
-        .and_then(|v| transport::parse_retry_after(v, std::time::SystemTime::now()));
+        .and_then(|v| transport::parse_retry_after(v, crate::time::wall_now()));
     Err(VaultError::Status {
         method,
         path: path.to_string(),

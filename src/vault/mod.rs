@@ -23,8 +23,15 @@ pub trait Backend: Send + Sync + 'static {
     fn token(&self) -> impl Future<Output = Result<Arc<Token>, AuthError>> + Send;
     /// Log in again because the token of generation `stale` was refused or is ending.
     fn relogin(&self, stale: u64) -> impl Future<Output = Result<Arc<Token>, AuthError>> + Send;
-    /// Ticks whenever a new token is in place.
+    /// Ticks whenever a new token is in place or a token's known end moves.
     fn token_changes(&self) -> watch::Receiver<u64>;
+    /// After a 403 with `token`: `true` when the token is dead (then so are its leases),
+    /// `false` when it is alive and the policy refused the request.
+    fn confirm_dead(
+        &self,
+        token: &Arc<Token>,
+        refusal: &VaultError,
+    ) -> impl Future<Output = Result<bool, AuthError>> + Send;
     fn read(
         &self,
         token: &SecretValue,
@@ -70,6 +77,10 @@ impl Backend for Live {
 
     fn token_changes(&self) -> watch::Receiver<u64> {
         self.auth.subscribe()
+    }
+
+    async fn confirm_dead(&self, token: &Arc<Token>, refusal: &VaultError) -> Result<bool, AuthError> {
+        self.auth.confirm_dead(token, refusal).await
     }
 
     async fn read(&self, token: &SecretValue, path: &str) -> Result<Envelope, VaultError> {
