@@ -193,6 +193,8 @@ pub struct RequestRecord {
     pub status: Option<u16>,
     /// What the server did; differs from `status` when the answer was lost to a timeout.
     pub served: Option<u16>,
+    /// When the client got the answer or the failure (arrival plus latency or timeout).
+    pub done_at: Instant,
     /// The accessor of the token sent, when it names a token the model made (dead or alive).
     pub accessor: Option<String>,
 }
@@ -376,6 +378,7 @@ struct Inner {
     db_up_since: Instant,
     db_down_blocks_renew: bool,
     reap_delay: Duration,
+    trace_requests: bool,
     faults: Vec<Fault>,
     tokens: BTreeMap<String, TokenEntry>,
     by_value: BTreeMap<String, String>,
@@ -417,6 +420,7 @@ impl Model {
             db_up_since: now,
             db_down_blocks_renew: false,
             reap_delay: Duration::ZERO,
+            trace_requests: false,
             faults: vec![],
             tokens: BTreeMap::new(),
             by_value: BTreeMap::new(),
@@ -550,6 +554,15 @@ impl Model {
     /// `lease not found` (zero by default: Vault reaps promptly).
     pub fn set_reap_delay(&self, d: Duration) {
         self.lock().reap_delay = d;
+    }
+
+    /// Also write every request and its outcome to the trace (off by default: it is long).
+    pub fn set_trace_requests(&self, on: bool) {
+        self.lock().trace_requests = on;
+    }
+
+    pub fn flavor(&self) -> Flavor {
+        self.lock().flavor
     }
 
     /// Vault unreachable: every request fails with "connection refused".
@@ -868,7 +881,10 @@ fn token_end(t: &TokenEntry) -> Option<CredEnd> {
         });
     }
     let current = t.expires_at?;
-    let hard = t.max_end.map_or(current, |m| m.max(current));
+    let hard = match t.max_end {
+        Some(max) if t.renewable => max.max(current),
+        _ => current,
+    };
     Some(CredEnd {
         current_end: current,
         hard_end: hard,
@@ -1008,6 +1024,22 @@ impl Inner {
             "{:.3}",
             at.saturating_duration_since(self.start).as_secs_f64()
         )
+    }
+
+    fn trace_request(&mut self, r: &RequestRecord) {
+        if !self.trace_requests {
+            return;
+        }
+        let outcome = match (r.status, r.served) {
+            (Some(s), _) => s.to_string(),
+            (None, Some(s)) => format!("served {s}, answer lost to the client timeout"),
+            (None, None) => "no answer (down)".into(),
+        };
+        let by = r.accessor.as_deref().unwrap_or("-");
+        self.note(
+            r.at,
+            format!("request {} {} by {by}: {outcome}", r.method, r.path),
+        );
     }
 
     fn note(&mut self, at: Instant, text: String) {
@@ -1170,7 +1202,11 @@ impl Inner {
             },
             LeaseState::Live => {
                 let tok = self.tokens.get(&l.token_accessor).and_then(token_end);
-                let lease_hard = self.lease_max_end(l).max(l.expires_at);
+                let lease_hard = if l.renewable {
+                    self.lease_max_end(l).max(l.expires_at)
+                } else {
+                    l.expires_at
+                };
                 let current = tok.map_or(l.expires_at, |t| t.current_end.min(l.expires_at));
                 let hard = tok.map_or(lease_hard, |t| t.hard_end.min(lease_hard));
                 CredEnd {
@@ -1363,9 +1399,11 @@ impl Inner {
             path: path.clone(),
             status: None,
             served: None,
+            done_at: now,
             accessor,
         };
         if self.down {
+            self.trace_request(&record);
             self.requests.push(record);
             let reason = format!(
                 "error sending request for url (http://127.0.0.1:8200/v1/{path}): client error (Connect): tcp connect error: Connection refused (os error 111)"
@@ -1381,6 +1419,8 @@ impl Inner {
         let answer = self.dispatch(&req, &path, now);
         record.served = Some(answer.status);
         if self.latency > self.client_timeout {
+            record.done_at = now + self.client_timeout;
+            self.trace_request(&record);
             self.requests.push(record);
             return (
                 Err(TransportError::Failed {
@@ -1391,6 +1431,8 @@ impl Inner {
             );
         }
         record.status = Some(answer.status);
+        record.done_at = now + self.latency;
+        self.trace_request(&record);
         self.requests.push(record);
         (
             Ok(Response {

@@ -317,11 +317,17 @@ async fn token_renewals_are_capped_like_the_real_server_and_non_renewable_ones_r
         .await
         .expect("lookup");
     assert_eq!((lookup.ttl, lookup.renewable), (20, false));
+    let end = m.token_end(&pre_made.accessor).expect("expiring token");
+    assert_eq!(
+        end.hard_end, end.current_end,
+        "a non-renewable token cannot outlive its TTL"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn static_roles_rotate_on_their_period_and_on_request() {
     let m = Model::new(Flavor::Vault, 3);
+    m.set_trace_requests(true);
     m.set_approle(approle(3600, None, true));
     m.add_static_role("database", "svc", "svc-user", SECS(60));
     let c = client(&m);
@@ -386,6 +392,19 @@ async fn static_roles_rotate_on_their_period_and_on_request() {
         "the overdue rotation happens on recovery"
     );
     assert_eq!(m.static_rotations("database", "svc"), 3);
+    let trace = m.trace_text();
+    for expected in [
+        "[    60.000] static role database/svc rotated on schedule (user svc-user, rotation 1",
+        "[    70.000] request POST database/rotate-role/svc by acc",
+        "rotated by rotate-role",
+        "[   140.000] fault: database back up",
+        "[   140.000] static role database/svc rotated on schedule (user svc-user, rotation 3",
+    ] {
+        assert!(
+            trace.contains(expected),
+            "{expected:?} missing in:\n{trace}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -538,6 +557,7 @@ async fn latency_delays_answers_and_past_the_timeout_loses_them_after_serving() 
     assert_eq!(m.issued().len(), 2);
     let last = m.requests().last().cloned().expect("recorded");
     assert_eq!((last.status, last.served), (None, Some(200)));
+    assert_eq!(last.done_at, last.at + SECS(5));
 
     // Down: refused at once, nothing served.
     m.set_latency(Duration::ZERO);
