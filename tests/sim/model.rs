@@ -12,9 +12,13 @@
 //! - a dead token is `permission denied` bare on OpenBao, the 2-error multierror on Vault; an
 //!   ACL denial is the 1-error multierror on both;
 //! - `sys/leases/revoke` answers 204 by default and 202 only with `"sync": false`;
-//! - a capped renewal grants the time left to the max TTL *rounded up* to whole seconds (so a
-//!   token or lease may outlive its nominal max by under a second), with the warning
-//!   `TTL of "1m" exceeded the effective max_ttl of "18s"; TTL value is capped accordingly`;
+//! - a capped renewal grants the time left to the max TTL in whole seconds, rounded *up* for a
+//!   token (which may so outlive its nominal max by under a second) and *down* for a lease,
+//!   with the warning `TTL of "1m" exceeded the effective max_ttl of "18s"; TTL value is
+//!   capped accordingly`;
+//! - a static role's `ttl` is rounded to the nearest second;
+//! - with the database down, issuing (500), `rotate-role` (500) *and lease renewal* (400
+//!   `failed to renew entry: ...`) fail: the database plugin moves the user's expiry on renewal;
 //! - `sys/internal/ui/mounts/<unknown>` is a 403 "preflight capability check" error.
 //!
 //! Determinism: the only clock is `tokio::time::Instant` (virtual); every map is a `BTreeMap`;
@@ -360,8 +364,8 @@ fn multierror(msg: &str) -> String {
     format!("1 error occurred:\n\t* {msg}\n\n")
 }
 
-const DB_DOWN: &str =
-    "failed to verify connection: dial tcp 127.0.0.1:5432: connect: connection refused";
+/// How OpenBao 2.7.2 with PostgreSQL describes a database it cannot reach.
+const DB_DOWN: &str = "failed to connect to `user=postgres database=postgres`: 127.0.0.1:5432 (127.0.0.1): dial error: dial tcp 127.0.0.1:5432: connect: connection refused";
 
 struct Inner {
     flavor: Flavor,
@@ -418,7 +422,7 @@ impl Model {
             client_timeout: Duration::from_secs(30),
             db_down: false,
             db_up_since: now,
-            db_down_blocks_renew: false,
+            db_down_blocks_renew: true,
             reap_delay: Duration::ZERO,
             trace_requests: false,
             faults: vec![],
@@ -628,8 +632,8 @@ impl Model {
         m.latency = d;
     }
 
-    /// The database unreachable: issuing and rotating fail; renewals still succeed (unless
-    /// [`Model::set_db_down_blocks_renew`]), static passwords stop rotating on schedule.
+    /// The database unreachable: issuing, rotating and (as on a real server) renewing fail;
+    /// static passwords stop rotating on schedule and rotate when it comes back.
     pub fn set_db_down(&self, down: bool) {
         let mut m = self.lock();
         let now = Instant::now();
@@ -647,8 +651,10 @@ impl Model {
         m.reap(now);
     }
 
-    /// Real database plugins update the user's expiry on renewal (`VALID UNTIL`); with this
-    /// set, a renewal while the database is down fails as it would then.
+    /// A real server renews a database lease by updating the user's expiry in the database
+    /// (`VALID UNTIL`), so with the database down the renewal fails: 400, `failed to renew
+    /// entry: ...` (measured on OpenBao 2.7.2 with PostgreSQL). On by default; turn it off for
+    /// a plugin that does not touch the database on renewal.
     pub fn set_db_down_blocks_renew(&self, blocks: bool) {
         self.lock().db_down_blocks_renew = blocks;
     }
@@ -923,13 +929,19 @@ pub fn human_duration(d: Duration) -> String {
     text
 }
 
-/// Rounded up to whole seconds, as a real server grants a capped TTL.
-fn ceil_secs(d: Duration) -> Duration {
+/// How a capped TTL is made whole seconds. A real server (OpenBao 2.7.2, measured) rounds a
+/// token's up, so a token may outlive its max TTL by under a second, and a lease's down.
+#[derive(Debug, Clone, Copy)]
+enum Rounding {
+    Up,
+    Down,
+}
+
+fn whole_secs(d: Duration, r: Rounding) -> Duration {
     let whole = Duration::from_secs(d.as_secs());
-    if whole == d {
-        d
-    } else {
-        whole + Duration::from_secs(1)
+    match r {
+        Rounding::Up if whole != d => whole + Duration::from_secs(1),
+        _ => whole,
     }
 }
 
@@ -985,11 +997,12 @@ struct Granted {
     warning: Option<String>,
 }
 
-/// `candidate` capped to what is left until `max_end`, rounded up like a real server.
+/// `candidate` capped to what is left until `max_end`, made whole seconds like a real server.
 fn calculate_ttl(
     candidate: Duration,
     now: Instant,
     max_end: Option<Instant>,
+    rounding: Rounding,
 ) -> Result<Granted, String> {
     let Some(max_end) = max_end else {
         return Ok(Granted {
@@ -1001,8 +1014,8 @@ fn calculate_ttl(
     if left.is_zero() {
         return Err("past the max TTL, cannot renew".into());
     }
-    let capped = ceil_secs(left);
-    if candidate > capped {
+    if candidate > left {
+        let capped = whole_secs(left, rounding);
         return Ok(Granted {
             ttl: capped,
             warning: Some(format!(
@@ -1635,7 +1648,7 @@ impl Inner {
         } else {
             increment
         };
-        let granted = match calculate_ttl(candidate, now, t.max_end) {
+        let granted = match calculate_ttl(candidate, now, t.max_end, Rounding::Up) {
             Ok(g) => g,
             Err(e) => return Answer::error(400, &e),
         };
@@ -1700,7 +1713,10 @@ impl Inner {
             self.note(now, format!("lease {id} renew failed: database down"));
             return Answer::error(
                 400,
-                &format!("failed to renew entry: resp: (*logical.Response)(nil) err: could not update user expiration: {DB_DOWN}"),
+                &format!(
+                    "failed to renew entry: resp: (*logical.Response)(nil) err: {}",
+                    multierror(DB_DOWN)
+                ),
             );
         }
         let default_ttl = self
@@ -1714,10 +1730,11 @@ impl Inner {
         } else {
             self.mount_max(&l.mount)
         };
-        let granted = match calculate_ttl(candidate, now, Some(self.lease_max_end(&l))) {
-            Ok(g) => g,
-            Err(e) => return Answer::error(400, &e),
-        };
+        let granted =
+            match calculate_ttl(candidate, now, Some(self.lease_max_end(&l)), Rounding::Down) {
+                Ok(g) => g,
+                Err(e) => return Answer::error(400, &e),
+            };
         if let Some(lm) = self.leases.get_mut(&id) {
             lm.expires_at = now + granted.ttl;
         }
@@ -1860,7 +1877,10 @@ impl Inner {
                 now,
                 format!("issue {mount}/creds/{role} failed: database down"),
             );
-            return Answer::error(500, &multierror(DB_DOWN));
+            return Answer::error(
+                500,
+                &multierror(&format!("unable to start transaction: {DB_DOWN}")),
+            );
         }
         let mount_max = self.mount_max(mount);
         let max = if r.max_ttl.is_zero() {
@@ -1873,7 +1893,7 @@ impl Inner {
         } else {
             r.default_ttl
         };
-        let granted = match calculate_ttl(candidate, now, Some(now + max)) {
+        let granted = match calculate_ttl(candidate, now, Some(now + max), Rounding::Down) {
             Ok(g) => g,
             Err(e) => return Answer::error(500, &multierror(&e)),
         };
@@ -1932,7 +1952,9 @@ impl Inner {
             return Answer::error(400, &format!("unknown role: {role}"));
         };
         let next = s.last_rotation + s.rotation_period;
-        let ttl = next.saturating_duration_since(now).as_secs();
+        // Rounded to the nearest second (measured on OpenBao 2.7.2): in the last half second
+        // before a rotation it still reads 1.
+        let ttl = next.saturating_duration_since(now).as_secs_f64().round() as u64;
         let data = json!({
             "last_vault_rotation": self.date(s.last_rotation),
             "password": s.password,
@@ -1958,9 +1980,10 @@ impl Inner {
             );
             return Answer::error(
                 500,
-                &format!(
-                    "unable to finish rotating credentials; retries will continue in the background but it is also safe to retry manually: {DB_DOWN}"
-                ),
+                &multierror(&format!(
+                    "unable to finish rotating credentials; retries will continue in the background but it is also safe to retry manually: error setting credentials: {}",
+                    multierror(&format!("user does not appear to exist: {DB_DOWN}"))
+                )),
             );
         }
         self.rotate_static(mount, role, now, "by rotate-role");
