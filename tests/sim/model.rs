@@ -761,6 +761,16 @@ impl Model {
         self.lock().requests.clone()
     }
 
+    /// The requests from index `start` on (for checks run at every step without copying the
+    /// whole history each time).
+    pub fn requests_from(&self, start: usize) -> Vec<RequestRecord> {
+        let m = self.lock();
+        m.requests
+            .get(start..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
+    }
+
     pub fn issued(&self) -> Vec<Issued> {
         self.lock().issued.clone()
     }

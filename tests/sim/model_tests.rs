@@ -515,6 +515,9 @@ async fn an_injected_fault_answers_its_count_with_retry_after_then_stops() {
         .map(|r| r.status)
         .collect();
     assert_eq!(statuses, [Some(429), Some(429), Some(200)]);
+    let n = m.requests().len();
+    assert_eq!(m.requests_from(n - 1)[0].path, "database/creds/app");
+    assert!(m.requests_from(n).is_empty() && m.requests_from(n + 5).is_empty());
     assert_eq!(m.issued().len(), 1);
 
     m.set_sealed(true);
