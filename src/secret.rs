@@ -290,6 +290,7 @@ impl<B: Backend> Worker<B> {
         let mut shutdown = self.control.shutdown.clone();
         let mut retire = self.control.retire.clone();
         let rotate = self.control.rotate.clone();
+        let mut retire_open = true;
         loop {
             if *shutdown.borrow() {
                 return Retire::No;
@@ -308,7 +309,11 @@ impl<B: Backend> Worker<B> {
             let action = tokio::select! {
                 biased;
                 _ = shutdown.changed() => return Retire::No,
-                _ = retire.changed() => continue,
+                changed = retire.changed(), if retire_open => {
+                    // A control without a SIGHUP sender (`--once`, tests) is never retired.
+                    retire_open = changed.is_ok();
+                    continue;
+                }
                 _ = tokio::time::sleep_until(at) => action,
                 _ = rotate.notified() => {
                     self.rotate_requested = true;
@@ -687,7 +692,9 @@ impl<B: Backend> Worker<B> {
             reason,
             "wrote new credential"
         );
-        self.control.written.send_modify(|w| *w = (*w).max(self.control.id));
+        self.control
+            .written
+            .send_modify(|w| *w = (*w).max(self.control.id));
         if let Some(old) = self.current.take() {
             if let Some(id) = old.cred.lease_id.clone() {
                 let grace_end = Instant::now() + self.cfg.revoke_grace;
@@ -914,7 +921,9 @@ impl<B: Backend> Worker<B> {
                 self.refresh_expiry();
                 self.issue(Some(Why::Deadline)).await
             }
-            Err(SecretError::Denied(e)) | Err(SecretError::Vault(e)) if e.is_forbidden() || e.is_not_renewable() => {
+            Err(SecretError::Denied(e)) | Err(SecretError::Vault(e))
+                if e.is_forbidden() || e.is_not_renewable() =>
+            {
                 // Renewing again would only repeat the refusal: keep the credential to the end
                 // of its lease and replace it ahead of that.
                 tracing::warn!(secret = %name, error = %e, "cannot renew this lease; will issue a new credential before it expires");

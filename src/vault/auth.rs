@@ -267,7 +267,11 @@ impl Auth {
     /// Vault refused `token` with a 403. Tells a dead token (which must be replaced) from a
     /// policy denial (which a new login cannot fix): recent Vault says "invalid token", but
     /// OpenBao and older Vault say only "permission denied", so ask `lookup-self`.
-    pub async fn confirm_dead(&self, token: &Arc<Token>, refusal: &VaultError) -> Result<bool, AuthError> {
+    pub async fn confirm_dead(
+        &self,
+        token: &Arc<Token>,
+        refusal: &VaultError,
+    ) -> Result<bool, AuthError> {
         if token.is_dead() {
             return Ok(true);
         }
@@ -670,14 +674,7 @@ mod tests {
         );
         let end = t.final_end().expect("capped renewal makes the end final");
         assert_eq!(end.expires_at, now + Duration::from_secs(100));
-        let never = Token::new(
-            SecretValue::new("root"),
-            2,
-            String::new(),
-            None,
-            false,
-            now,
-        );
+        let never = Token::new(SecretValue::new("root"), 2, String::new(), None, false, now);
         assert!(
             never.final_end().is_none() && !never.is_expired(now + Duration::from_secs(1_000_000))
         );

@@ -79,7 +79,11 @@ impl Backend for Live {
         self.auth.subscribe()
     }
 
-    async fn confirm_dead(&self, token: &Arc<Token>, refusal: &VaultError) -> Result<bool, AuthError> {
+    async fn confirm_dead(
+        &self,
+        token: &Arc<Token>,
+        refusal: &VaultError,
+    ) -> Result<bool, AuthError> {
         self.auth.confirm_dead(token, refusal).await
     }
 
