@@ -22,6 +22,11 @@ use tokio::time::Instant;
 /// reconnect must fit in between.
 pub const MIN_LEAD: Duration = Duration::from_secs(2);
 
+/// Vault truncates a capped lease's TTL to whole seconds, so each renewal near max_ttl may
+/// pull the lease's end in by up to a second, and the answer to one may be lost (a timeout).
+/// The end we plan with stays this much short of what Vault last said.
+pub const ROUNDING: Duration = Duration::from_secs(1);
+
 /// The state of one lease as Vault last described it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
@@ -45,7 +50,7 @@ impl Lease {
         Lease {
             issued_at: now,
             ttl: lease_duration,
-            expires_at: now + lease_duration,
+            expires_at: now + lease_duration.saturating_sub(ROUNDING),
             renewed_at: now,
             last_duration: lease_duration,
             renewable,
@@ -57,7 +62,7 @@ impl Lease {
     /// means max_ttl is near and renewing again cannot extend the lease.
     pub fn renewed(&mut self, now: Instant, asked: Duration, granted: Duration, renewable: bool) {
         self.renewed_at = now;
-        self.expires_at = now + granted;
+        self.expires_at = now + granted.saturating_sub(ROUNDING);
         self.last_duration = granted;
         self.renewable = renewable;
         // Vault answers in whole seconds, so any shortfall is its max_ttl cap.

@@ -633,6 +633,9 @@ impl<B: Backend> Worker<B> {
                 }
             }
         }
+        // Lifetimes count from when the request left: an answer that took a while to come
+        // back describes a lease that started before we read it.
+        let sent = Instant::now();
         let backend = self.backend.clone();
         let path = self.read_path.clone();
         let (env, token) = self
@@ -643,7 +646,7 @@ impl<B: Backend> Worker<B> {
             })
             .await?;
         let lease_id = env.lease_id.clone();
-        let held = match self.held_from(env, kind, token) {
+        let held = match self.held_from(env, kind, token, sent) {
             Ok(held) => held,
             Err(e) => {
                 // Vault made a lease (a database user) that we cannot use: give it back.
@@ -747,8 +750,8 @@ impl<B: Backend> Worker<B> {
         env: Envelope,
         kind: SecretKind,
         token: Arc<Token>,
+        now: Instant,
     ) -> Result<Held, SecretError> {
-        let now = Instant::now();
         let shape = |reason: &str| SecretError::Shape {
             path: self.read_path.clone(),
             reason: reason.to_string(),
@@ -812,8 +815,12 @@ impl<B: Backend> Worker<B> {
                 .get("ttl")
                 .and_then(Value::as_f64)
                 .ok_or_else(|| shape("static credential without data.ttl"))?;
+            // Vault rounds `ttl` to the nearest second: the password may die up to half a
+            // second before `now + ttl`, so it counts as dead a second early, and is read
+            // again just after the rotation.
             let rotates = now + Duration::from_secs_f64(ttl.max(0.0));
-            (None, Some(rotates), Some(rotates + STATIC_SETTLE))
+            let dies = rotates.checked_sub(crate::lease::ROUNDING).unwrap_or(now);
+            (None, Some(dies), Some(rotates + STATIC_SETTLE))
         } else {
             let mut every = self.cfg.rotate_every.unwrap_or(self.cfg.refresh_every);
             if kind == SecretKind::KvV1 || kind == SecretKind::Generic {
@@ -864,6 +871,7 @@ impl<B: Backend> Worker<B> {
             return Ok(());
         };
         let asked = lease.ttl;
+        let sent = Instant::now();
         let backend = self.backend.clone();
         let result = self
             .with_token(|t| {
@@ -883,7 +891,7 @@ impl<B: Backend> Worker<B> {
                     return Ok(());
                 };
                 if let Some(l) = held.lease.as_mut() {
-                    l.renewed(Instant::now(), asked, granted, env.renewable);
+                    l.renewed(sent, asked, granted, env.renewable);
                 }
                 held.cred.expires_at = held.deadline().map(to_system);
                 let expires_at = held.cred.expires_at;
@@ -939,6 +947,7 @@ impl<B: Backend> Worker<B> {
     /// Static roles, KV and other unleased secrets: read again, write when it changed.
     async fn reread(&mut self) -> Result<(), SecretError> {
         let kind = self.resolve_kind().await?;
+        let sent = Instant::now();
         let backend = self.backend.clone();
         let path = self.read_path.clone();
         let (env, token) = self
@@ -948,7 +957,7 @@ impl<B: Backend> Worker<B> {
                 async move { backend.read(&t, &path).await }
             })
             .await?;
-        let mut held = self.held_from(env, kind, token)?;
+        let mut held = self.held_from(env, kind, token, sent)?;
         let Some(old) = &self.current else {
             self.write(&held.cred)?;
             self.install(held, None);

@@ -53,6 +53,8 @@ pub enum AuthError {
         #[source]
         source: Box<VaultError>,
     },
+    #[error("auth token: the token file still holds the same token, which ends in {}; put a new token there", humantime::format_duration(*.ends_in))]
+    SameToken { ends_in: Duration },
     #[error("auth {method} at auth/{mount}: {reason}")]
     Rejected {
         method: &'static str,
@@ -357,6 +359,7 @@ impl Auth {
 
     async fn login(&self) -> Result<Token, AuthError> {
         let method = self.method();
+        let sent = Instant::now();
         let env = match self.cfg.method {
             AuthMethod::Token => return self.token_from_config().await,
             AuthMethod::Kubernetes | AuthMethod::Jwt => {
@@ -380,10 +383,10 @@ impl Auth {
             }
         }
         .map_err(|e| self.vault_err(e))?;
-        self.token_from_login(env)
+        self.token_from_login(env, sent)
     }
 
-    fn token_from_login(&self, env: Envelope) -> Result<Token, AuthError> {
+    fn token_from_login(&self, env: Envelope, sent: Instant) -> Result<Token, AuthError> {
         let auth = env.auth.ok_or_else(|| AuthError::Rejected {
             method: self.method(),
             mount: self.cfg.mount.clone(),
@@ -410,7 +413,7 @@ impl Auth {
             auth.accessor,
             (auth.lease_duration > 0).then(|| Duration::from_secs(auth.lease_duration)),
             auth.renewable,
-            Instant::now(),
+            sent,
         ))
     }
 
@@ -421,6 +424,7 @@ impl Auth {
             Some(path) => read_secret_file("token", "token file", path)?,
             None => self.cfg.token.clone().unwrap_or_default(),
         };
+        let sent = Instant::now();
         let info = self
             .client
             .lookup_self(&value)
@@ -435,7 +439,7 @@ impl Auth {
             info.accessor,
             (!never).then(|| Duration::from_secs(info.ttl)),
             info.renewable,
-            Instant::now(),
+            sent,
         ))
     }
 
@@ -526,7 +530,17 @@ impl Auth {
             }
             let result = if life.is_final {
                 if can_relogin {
-                    self.relogin(token.generation).await.map(|_| ())
+                    match self.relogin(token.generation).await {
+                        // The token file still holds the same token: logging in again cannot
+                        // move its end. Look again after a backoff, not in a loop.
+                        Ok(fresh) if fresh.same_as(&token) => Err(AuthError::SameToken {
+                            ends_in: round(fresh.expires_at().map_or(Duration::ZERO, |e| {
+                                e.saturating_duration_since(Instant::now())
+                            })),
+                        }),
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(e),
+                    }
                 } else {
                     // Nothing to do but let workers fail and retry against a refreshed token.
                     tokio::select! {
@@ -556,6 +570,8 @@ impl Auth {
 
     async fn renew(&self, token: &Arc<Token>) -> Result<(), AuthError> {
         let asked = token.ttl.max(token.life().last_ttl);
+        // The new TTL counts from when Vault took the request, which is before we read it.
+        let sent = Instant::now();
         match self.client.renew_self(token.secret(), asked).await {
             Ok(env) => {
                 let (granted, renewable) = env
@@ -563,7 +579,7 @@ impl Auth {
                     .as_ref()
                     .map(|a| (Duration::from_secs(a.lease_duration), a.renewable))
                     .unwrap_or((Duration::ZERO, false));
-                token.renewed(Instant::now(), asked, granted, renewable);
+                token.renewed(sent, asked, granted, renewable);
                 self.tell_workers();
                 (self.events)(AuthEvent::Renewed);
                 for w in env.warnings() {

@@ -201,6 +201,8 @@ pub struct RequestRecord {
     pub done_at: Instant,
     /// The accessor of the token sent, when it names a token the model made (dead or alive).
     pub accessor: Option<String>,
+    /// The `Retry-After` header the answer carried.
+    pub retry_after: Option<String>,
 }
 
 /// One dynamic credential issued.
@@ -1424,6 +1426,7 @@ impl Inner {
             served: None,
             done_at: now,
             accessor,
+            retry_after: None,
         };
         if self.down {
             self.trace_request(&record);
@@ -1455,6 +1458,7 @@ impl Inner {
         }
         record.status = Some(answer.status);
         record.done_at = now + self.latency;
+        record.retry_after = answer.retry_after.clone();
         self.trace_request(&record);
         self.requests.push(record);
         (
