@@ -329,3 +329,56 @@ fn shutdown_closes_the_listener() {
         "still accepting after shutdown"
     );
 }
+
+/// Issue 13, failure 6: clients that send a whole request and then drip a byte every second
+/// or so, more of them than the server has connection slots, and that reconnect whenever the
+/// server closes them. A probe that arrives meanwhile must still be answered. Before the fix,
+/// each answered connection was held while the client kept sending (the drain after the
+/// reply had only a per-read timeout), every slot stayed taken, and the probe was closed
+/// without a reply.
+#[test]
+fn dripping_clients_cannot_hold_every_slot() {
+    const DRIPPERS: usize = 150;
+    let server = start(state());
+    let addr = server.local_addr();
+
+    let dripper = move || -> Option<TcpStream> {
+        let mut s = TcpStream::connect(addr).ok()?;
+        s.set_write_timeout(Some(Duration::from_secs(1))).ok()?;
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: probe\r\n\r\n")
+            .ok()?;
+        Some(s)
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dripping = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut conns: Vec<Option<TcpStream>> = (0..DRIPPERS).map(|_| dripper()).collect();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for conn in &mut conns {
+                    // A closed connection is replaced, as an attacker would.
+                    let alive = conn.as_mut().is_some_and(|s| s.write_all(b"x").is_ok());
+                    if !alive {
+                        *conn = dripper();
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+    // Let every dripper be answered and start dripping.
+    std::thread::sleep(Duration::from_secs(2));
+
+    for round in 0..5 {
+        let reply = exchange(addr, b"GET /health HTTP/1.1\r\nHost: probe\r\n\r\n");
+        let text = String::from_utf8_lossy(&reply);
+        assert!(
+            text.starts_with("HTTP/1.1 200"),
+            "round {round}: with {DRIPPERS} dripping clients the probe got {text:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    dripping.join().unwrap();
+    server.shutdown();
+}
