@@ -121,45 +121,69 @@ impl ProbeServer {
     }
 
     /// Serves `router` on `listen`: the probe routes or the admin routes, as the router was
-    /// made. Binding happens here, so an address in use is an error of this call.
+    /// made. Binding happens before this returns, so an address in use is an error here.
     pub fn serve(
         listen: SocketAddr,
         router: Router,
         limits: Limits,
     ) -> Result<ProbeServer, HttpError> {
         let what = router.what();
-        let bind_error = |error| HttpError::Bind {
+        let bind_error = move |error| HttpError::Bind {
             addr: listen,
             error,
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .max_blocking_threads(ROUTER_THREADS)
-            .thread_name(format!("{what}-route"))
-            .build()
-            .map_err(|error| HttpError::Runtime { what, error })?;
         let std_listener = std::net::TcpListener::bind(listen).map_err(bind_error)?;
         std_listener.set_nonblocking(true).map_err(bind_error)?;
         let local_addr = std_listener.local_addr().map_err(bind_error)?;
-        // Registers with this server's runtime, whichever runtime the caller is on.
-        let listener = {
-            let _entered = runtime.enter();
-            TcpListener::from_std(std_listener).map_err(bind_error)?
-        };
         let (stop, stopped) = oneshot::channel();
+        // The runtime is made, and dropped, on the server's own thread only: dropping a
+        // runtime on the caller's thread panics when the caller is async code.
+        let (started_tx, started) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name(format!("{what}-http"))
             .spawn(move || {
-                runtime.block_on(accept_loop(listener, router, limits, stopped));
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .enable_time()
+                    .max_blocking_threads(ROUTER_THREADS)
+                    .thread_name(format!("{what}-route"))
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = started_tx.send(Err(HttpError::Runtime { what, error }));
+                        return;
+                    }
+                };
+                let listener = {
+                    let _entered = runtime.enter();
+                    TcpListener::from_std(std_listener)
+                };
+                match listener {
+                    Ok(listener) => {
+                        let _ = started_tx.send(Ok(()));
+                        runtime.block_on(accept_loop(listener, router, limits, stopped));
+                    }
+                    Err(error) => {
+                        let _ = started_tx.send(Err(bind_error(error)));
+                    }
+                }
                 runtime.shutdown_timeout(SHUTDOWN_GRACE);
             })
             .map_err(|error| HttpError::Thread { what, error })?;
-        Ok(ProbeServer {
-            local_addr,
-            stop,
-            thread,
-        })
+        // The thread answers as soon as it is serving, or why it cannot.
+        match started.recv() {
+            Ok(Ok(())) => Ok(ProbeServer {
+                local_addr,
+                stop,
+                thread,
+            }),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(HttpError::Thread {
+                what,
+                error: io::Error::other("the server thread ended before it started serving"),
+            }),
+        }
     }
 
     /// The address actually bound.
@@ -351,6 +375,19 @@ mod tests {
             shown.contains(&addr.to_string()) && shown.contains("in use"),
             "{shown}"
         );
+    }
+
+    /// The agent starts its servers from async code, and a busy admin port is only a
+    /// warning there: the failure must come back as an error, not a panic.
+    #[tokio::test]
+    async fn a_failed_start_from_async_code_is_an_error() {
+        let (router, _) = router();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = ProbeServer::serve(addr, router, Limits::default())
+            .err()
+            .unwrap();
+        assert!(matches!(err, HttpError::Bind { .. }), "{err}");
     }
 
     #[test]
