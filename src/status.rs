@@ -4,10 +4,10 @@
 //! Built from a [`State`] snapshot per request. Never a password, token, secret id or lease
 //! id: the report has no field for them (lease ids are reduced to `leased: true`), and
 //! usernames go too with `--status-hide-usernames`. The page is one self-contained HTML
-//! document: no external assets, no script, every dynamic text HTML-escaped.
+//! document rendered from `status.html` (compiled in) by minijinja with HTML auto-escaping:
+//! no external assets, no script, every dynamic text escaped.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -154,139 +154,156 @@ fn seconds_between(from: SystemTime, to: SystemTime) -> i64 {
     }
 }
 
-/// The status page: the report at a glance.
-pub fn page(report: &Report) -> String {
-    let mut html = String::with_capacity(8 * 1024);
-    // Writing to a String cannot fail; the results are ignored on purpose below.
-    let _ = write!(
-        html,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta http-equiv=\"refresh\" content=\"{PAGE_REFRESH_SECS}\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>vault-rotator</title><style>{STYLE}</style></head><body>\n\
-         <h1>vault-rotator <small>{version}</small></h1>\n\
-         <p class=\"{ready_class}\">{ready}</p>\n\
-         <p>Up {uptime} since {started}. Logins {logins} ({login_failures} failed), \
-         token renewals {renewals} ({renew_failures} failed).</p>\n",
-        version = esc(report.version),
-        ready_class = if report.ready { "ok" } else { "bad" },
-        ready = match &report.not_ready_reason {
-            None => "Ready: every credential is written and unexpired.".to_string(),
-            Some(reason) => format!("Not ready: {}", esc(reason)),
-        },
-        uptime = human_secs(report.uptime_seconds as i64),
-        started = esc(report.started_at.as_deref().unwrap_or("?")),
-        logins = report.auth.logins,
-        login_failures = report.auth.login_failures,
-        renewals = report.auth.token_renewals,
-        renew_failures = report.auth.token_renew_failures,
-    );
-    for s in &report.secrets {
-        secret_section(&mut html, s);
-    }
-    html.push_str("</body></html>\n");
-    html
+/// The page's template, compiled into the binary. Its name ends in `.html`, which turns on
+/// minijinja's HTML auto-escaping for every value it prints.
+const PAGE_TEMPLATE: (&str, &str) = ("status.html", include_str!("status.html"));
+
+/// What the page prints, worked out here so the template holds only markup.
+#[derive(Serialize)]
+struct PageView<'a> {
+    refresh_secs: u32,
+    version: &'a str,
+    ready: bool,
+    not_ready_reason: Option<&'a str>,
+    uptime: String,
+    started: &'a str,
+    auth: &'a AuthCounters,
+    secrets: Vec<SecretView<'a>>,
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
-h1 small{font-weight:normal;color:#777;font-size:.6em}\
-section{border:1px solid #ccc;border-radius:6px;padding:.5em 1em;margin:1em 0}\
-table{border-collapse:collapse}td,th{text-align:left;padding:.15em .8em .15em 0;vertical-align:top}\
-.bar{background:#eee;width:24em;max-width:100%;height:1em;border-radius:3px;overflow:hidden}\
-.fill{height:100%;background:#3a3}.low .fill{background:#d90}.out .fill{background:#c33}\
-.ok{color:#262}.bad{color:#b22}.failed,.notify_failed{color:#b22}\
-.log td{font-size:.9em}code{font-size:.95em}";
+#[derive(Serialize)]
+struct SecretView<'a> {
+    name: &'a str,
+    path: &'a str,
+    kind: &'a str,
+    username: Option<&'a str>,
+    expiry: Option<ExpiryView<'a>>,
+    next: Option<NextView<'a>>,
+    rotations: u64,
+    renewals: u64,
+    failures: u64,
+    notifications: u64,
+    notify_failures: u64,
+    last_rotation: Option<&'a str>,
+    last_error: Option<&'a str>,
+    /// Newest first.
+    history: Vec<EventView<'a>>,
+}
 
-fn secret_section(html: &mut String, s: &SecretReport) {
-    let _ = write!(
-        html,
-        "<section><h2>{name}</h2>\n<table>\n<tr><th>Path</th><td><code>{path}</code> ({kind})</td></tr>\n",
-        name = esc(&s.name),
-        path = esc(&s.path),
-        kind = esc(s.kind.as_str()),
-    );
-    if let Some(user) = &s.username {
-        row(html, "Username", &format!("<code>{}</code>", esc(user)));
-    }
-    row(html, "Expires", &expiry_cell(s));
-    let next = match &s.next_action {
-        Some(n) => format!(
-            "{} at {} (in {})",
-            esc(&n.what),
-            esc(n.at.as_deref().unwrap_or("?")),
-            human_secs(n.in_seconds)
-        ),
-        None => "nothing planned yet".into(),
+#[derive(Serialize)]
+struct ExpiryView<'a> {
+    at: &'a str,
+    /// "5m 2s left" or "expired 3s ago".
+    left: String,
+    bar: Option<BarView>,
+}
+
+/// The remaining fraction of the current lifetime.
+#[derive(Serialize)]
+struct BarView {
+    class: &'static str,
+    /// One decimal, for the width.
+    percent: String,
+    /// Whole percent, for the tooltip.
+    percent_whole: String,
+    lifetime: String,
+}
+
+#[derive(Serialize)]
+struct NextView<'a> {
+    what: &'a str,
+    at: &'a str,
+    #[serde(rename = "in")]
+    in_: String,
+}
+
+#[derive(Serialize)]
+struct EventView<'a> {
+    at: String,
+    kind: String,
+    detail: &'a str,
+    username: Option<&'a str>,
+}
+
+/// The status page: the report at a glance, reloading itself every few seconds.
+pub fn page(report: &Report) -> Result<String, minijinja::Error> {
+    let view = PageView {
+        refresh_secs: PAGE_REFRESH_SECS,
+        version: report.version,
+        ready: report.ready,
+        not_ready_reason: report.not_ready_reason.as_deref(),
+        uptime: human_secs(i64::try_from(report.uptime_seconds).unwrap_or(i64::MAX)),
+        started: report.started_at.as_deref().unwrap_or("?"),
+        auth: &report.auth,
+        secrets: report.secrets.iter().map(secret_view).collect(),
     };
-    row(html, "Next", &next);
-    row(
-        html,
-        "Counts",
-        &format!(
-            "{} rotations, {} renewals, {} failures, {} notifications ({} failed)",
-            s.rotations, s.renewals, s.failures, s.notifications, s.notify_failures
-        ),
-    );
-    if let Some(last) = &s.last_rotation {
-        row(html, "Last rotation", &esc(last));
-    }
-    if let Some(err) = &s.last_error {
-        row(
-            html,
-            "Last error",
-            &format!("<span class=\"bad\">{}</span>", esc(err)),
-        );
-    }
-    html.push_str("</table>\n<details open><summary>Activity</summary><table class=\"log\">\n");
-    for e in s.history.iter().rev() {
-        let who = e
-            .username
-            .as_deref()
-            .map(|u| format!(" <code>{}</code>", esc(u)))
-            .unwrap_or_default();
-        let _ = writeln!(
-            html,
-            "<tr><td>{at}</td><td class=\"{kind}\">{kind}</td><td>{detail}{who}</td></tr>",
-            at = esc(&crate::render::rfc3339(e.at).unwrap_or_default()),
-            kind = esc(&e.kind.to_string()),
-            detail = esc(&e.detail),
-        );
-    }
-    html.push_str("</table></details></section>\n");
+    let (name, source) = PAGE_TEMPLATE;
+    let mut env = minijinja::Environment::new();
+    // Block tags on lines of their own leave no blank lines behind.
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.render_named_str(name, source, view)
 }
 
-fn row(html: &mut String, header: &str, cell: &str) {
-    let _ = writeln!(html, "<tr><th>{header}</th><td>{cell}</td></tr>");
+fn secret_view(s: &SecretReport) -> SecretView<'_> {
+    SecretView {
+        name: &s.name,
+        path: &s.path,
+        kind: s.kind.as_str(),
+        username: s.username.as_deref(),
+        expiry: expiry_view(s),
+        next: s.next_action.as_ref().map(|n| NextView {
+            what: &n.what,
+            at: n.at.as_deref().unwrap_or("?"),
+            in_: human_secs(n.in_seconds),
+        }),
+        rotations: s.rotations,
+        renewals: s.renewals,
+        failures: s.failures,
+        notifications: s.notifications,
+        notify_failures: s.notify_failures,
+        last_rotation: s.last_rotation.as_deref(),
+        last_error: s.last_error.as_deref(),
+        history: s
+            .history
+            .iter()
+            .rev()
+            .map(|e| EventView {
+                at: crate::render::rfc3339(e.at).unwrap_or_default(),
+                kind: e.kind.to_string(),
+                detail: &e.detail,
+                username: e.username.as_deref(),
+            })
+            .collect(),
+    }
 }
 
-/// The expiry with a bar of the remaining fraction of the current lifetime.
-fn expiry_cell(s: &SecretReport) -> String {
+fn expiry_view(s: &SecretReport) -> Option<ExpiryView<'_>> {
     let (Some(at), Some(left)) = (&s.expires_at, s.seconds_left) else {
-        return "no expiry".into();
+        return None;
     };
-    let text = format!(
-        "{} ({})",
-        esc(at),
-        if left >= 0 {
+    let bar = s.lifetime_seconds.filter(|l| *l > 0).map(|lifetime| {
+        let percent = (left.max(0) as f64 * 100.0 / lifetime as f64).min(100.0);
+        BarView {
+            class: match percent {
+                p if p <= 0.0 => "bar out",
+                p if p < 25.0 => "bar low",
+                _ => "bar",
+            },
+            percent: format!("{percent:.1}"),
+            percent_whole: format!("{percent:.0}"),
+            lifetime: human_secs(i64::try_from(lifetime).unwrap_or(i64::MAX)),
+        }
+    });
+    Some(ExpiryView {
+        at,
+        left: if left >= 0 {
             format!("{} left", human_secs(left))
         } else {
             format!("expired {} ago", human_secs(-left))
-        }
-    );
-    let Some(lifetime) = s.lifetime_seconds.filter(|l| *l > 0) else {
-        return text;
-    };
-    let percent = (left.max(0) as f64 * 100.0 / lifetime as f64).min(100.0);
-    let class = match percent {
-        p if p <= 0.0 => "bar out",
-        p if p < 25.0 => "bar low",
-        _ => "bar",
-    };
-    format!(
-        "<div class=\"{class}\" title=\"{percent:.0}% of {lifetime_text} left\">\
-         <div class=\"fill\" style=\"width:{percent:.1}%\"></div></div>{text}",
-        lifetime_text = human_secs(lifetime as i64),
-    )
+        },
+        bar,
+    })
 }
 
 /// A short human duration: 45s, 12m 5s, 3h 20m, 2d 4h.
@@ -300,18 +317,56 @@ fn human_secs(secs: i64) -> String {
     }
 }
 
-/// HTML-escapes text for element content and double-quoted attributes.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::state::{EventKind, SecretInfo};
+
+    fn state(name: &str) -> std::sync::Arc<State> {
+        State::new(vec![SecretInfo {
+            name: name.into(),
+            path: "database/creds/app".into(),
+            kind: SecretKind::Dynamic,
+        }])
     }
-    out
+
+    #[test]
+    fn page_says_why_it_is_not_ready_and_what_is_missing() {
+        let state = state("db");
+        let html = page(&report(&state, SystemTime::now(), StatusOptions::default())).unwrap();
+        assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+        assert!(html.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
+        assert!(
+            html.contains("<p class=\"bad\">Not ready: secret &quot;db&quot;: no credential"),
+            "{html}"
+        );
+        assert!(html.contains("<td>no expiry</td>"), "{html}");
+        assert!(html.contains("nothing planned yet"), "{html}");
+        assert!(!html.contains("Username"), "no user yet: {html}");
+    }
+
+    #[test]
+    fn every_value_is_escaped_in_text_and_attributes() {
+        let state = state("db\"><script>x</script>");
+        let name = "db\"><script>x</script>";
+        let now = SystemTime::now();
+        state.update(name, |s| s.expires_at = Some(now + Duration::from_secs(60)));
+        // Separately: a new expiry resets the lifetime's start to now.
+        state.update(name, |s| {
+            s.expiry_set_at = Some(now - Duration::from_secs(540))
+        });
+        state.record(name, EventKind::Written, "wrote <file>");
+        let html = page(&report(&state, now, StatusOptions::default())).unwrap();
+        assert!(!html.contains("<script"), "{html}");
+        assert!(html.contains("db&quot;&gt;&lt;script&gt;"), "{html}");
+        assert!(html.contains("wrote &lt;file&gt;"), "{html}");
+        // 60 s left of 600: a low bar, with its tooltip.
+        assert!(
+            html.contains("<div class=\"bar low\" title=\"10% of 10m 0s left\">"),
+            "{html}"
+        );
+        assert!(html.contains("style=\"width:10.0%\""), "{html}");
+    }
 }
