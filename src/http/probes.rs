@@ -1,7 +1,6 @@
 //! The probe listener's routes: kubelet's `/health` and `/ready`, `/metrics`, `/status` and
 //! the status page.
 
-use std::time::SystemTime;
 
 use super::router::{Reply, Request, Route, Router};
 
@@ -28,7 +27,7 @@ fn health(router: &Router, _: &Request, _: &str) -> Reply {
 }
 
 fn ready(router: &Router, _: &Request, _: &str) -> Reply {
-    match router.state().ready(SystemTime::now()) {
+    match router.state().ready(crate::time::wall_now()) {
         Ok(()) => Reply::json(200, serde_json::json!({ "status": "ready" })),
         Err(reason) => Reply::json(
             503,
@@ -38,7 +37,7 @@ fn ready(router: &Router, _: &Request, _: &str) -> Reply {
 }
 
 fn metrics(router: &Router, _: &Request, _: &str) -> Reply {
-    match crate::metrics::encode(router.state(), SystemTime::now()) {
+    match crate::metrics::encode(router.state(), crate::time::wall_now()) {
         Ok(text) => Reply::with_type(200, crate::metrics::CONTENT_TYPE, text.into_bytes()),
         Err(error) => {
             tracing::error!(%error, "cannot encode metrics");
@@ -51,7 +50,7 @@ fn metrics(router: &Router, _: &Request, _: &str) -> Reply {
 }
 
 fn status_json(router: &Router, _: &Request, _: &str) -> Reply {
-    let report = crate::status::report(router.state(), SystemTime::now(), router.status_options());
+    let report = crate::status::report(router.state(), crate::time::wall_now(), router.status_options());
     match serde_json::to_value(&report) {
         Ok(body) => Reply::json(200, body),
         Err(error) => {
@@ -62,7 +61,7 @@ fn status_json(router: &Router, _: &Request, _: &str) -> Reply {
 }
 
 fn status_page(router: &Router, _: &Request, _: &str) -> Reply {
-    let report = crate::status::report(router.state(), SystemTime::now(), router.status_options());
+    let report = crate::status::report(router.state(), crate::time::wall_now(), router.status_options());
     let html = match crate::status::page(&report) {
         Ok(html) => html,
         Err(error) => {
@@ -88,7 +87,7 @@ fn status_page(router: &Router, _: &Request, _: &str) -> Reply {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime};
 
     use super::super::testing::{body, router};
     use super::*;
