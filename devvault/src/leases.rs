@@ -12,7 +12,7 @@ use crate::acl::Op;
 use crate::database::{self, DbLease};
 use crate::error::{ApiError, ApiResult};
 use crate::router::{Logical, Reply, Req};
-use crate::state::{Backend, Job, State};
+use crate::state::{Backend, Flavor, Job, State};
 use crate::util;
 
 /// Inputs of [`calculate_ttl`], named after `framework.CalculateTTL`'s arguments.
@@ -202,7 +202,7 @@ pub async fn handle(state: &Arc<State>, req: &mut Req, rest: &str) -> ApiResult<
             if id.is_empty() {
                 return Err(ApiError::bad_request("lease_id must be specified"));
             }
-            let sync = sync_flag(req)?;
+            let sync = sync_flag(req, state.flavor)?;
             let job = state.core().leases.remove(&id);
             req.jobs.extend(job);
             Ok(if sync {
@@ -213,7 +213,7 @@ pub async fn handle(state: &Arc<State>, req: &mut Req, rest: &str) -> ApiResult<
         }
         "revoke-prefix" | "revoke-force" if write => {
             let prefix = tail.trim_start_matches('/').to_string();
-            let sync = sync_flag(req)?;
+            let sync = sync_flag(req, state.flavor)?;
             let mut core = state.core();
             for id in core.leases.ids_with_prefix(&prefix) {
                 if let Some(j) = core.leases.remove(&id) {
@@ -265,13 +265,15 @@ pub async fn handle(state: &Arc<State>, req: &mut Req, rest: &str) -> ApiResult<
     }
 }
 
-fn sync_flag(req: &Req) -> ApiResult<bool> {
+/// `sync` of the revoke endpoints: Vault queues by default (202), OpenBao 2.7 revokes
+/// before answering (204) unless `sync=false`.
+fn sync_flag(req: &Req, flavor: Flavor) -> ApiResult<bool> {
     req.data
         .get("sync")
         .map(util::parse_bool)
         .transpose()
         .map_err(ApiError::bad_request)
-        .map(|b| b.unwrap_or(false))
+        .map(|b| b.unwrap_or(flavor == Flavor::OpenBao))
 }
 
 fn lookup_data(l: &Lease) -> Value {

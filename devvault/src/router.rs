@@ -400,7 +400,7 @@ fn authorize(state: &Arc<State>, req: &mut Req) -> ApiResult<Option<String>> {
         return if public {
             Ok(None)
         } else {
-            Err(ApiError::permission_denied())
+            Err(ApiError::missing_token(flavor))
         };
     };
     let entry = match core.tokens.live(&t, now) {

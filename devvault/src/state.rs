@@ -50,7 +50,19 @@ impl Flavor {
     pub fn version(self) -> &'static str {
         match self {
             Flavor::Vault => "1.19.0",
-            Flavor::OpenBao => "2.3.1",
+            Flavor::OpenBao => "2.7.2",
+        }
+    }
+
+    /// `deprecation_status` of a builtin plugin in mount listings. Vault's listing is left
+    /// as it was; OpenBao 2.7 reports it for its builtin plugins (KV and the auth methods),
+    /// but not for the database engine or the built-in system mounts.
+    pub fn deprecation_status(self, kind: &str) -> Option<&'static str> {
+        match (self, kind) {
+            (Flavor::OpenBao, "kv" | "approle" | "jwt" | "oidc" | "kubernetes") => {
+                Some("supported")
+            }
+            _ => None,
         }
     }
 }
@@ -144,6 +156,8 @@ pub struct Core {
     pub mounts: BTreeMap<String, MountEntry>,
     pub auth_mounts: BTreeMap<String, MountEntry>,
     pub policies: BTreeMap<String, Policy>,
+    /// Per policy: how many times it was written and when last (OpenBao reports both).
+    pub policy_versions: BTreeMap<String, (u64, SystemTime)>,
     pub tokens: TokenStore,
     pub leases: LeaseStore,
     pub wraps: WrapStore,
@@ -196,8 +210,10 @@ impl Core {
             MountEntry::new("token/", "token", "token based credentials", Backend::Token),
         );
         let mut policies = BTreeMap::new();
+        let mut policy_versions = BTreeMap::new();
         if let Ok(p) = Policy::parse(DEFAULT_POLICY) {
             policies.insert("default".to_string(), p);
+            policy_versions.insert("default".to_string(), (1, SystemTime::now()));
         }
         let mut tokens = TokenStore::default();
         tokens.insert_root(root_token);
@@ -207,6 +223,7 @@ impl Core {
             mounts,
             auth_mounts,
             policies,
+            policy_versions,
             tokens,
             leases: LeaseStore::default(),
             wraps: WrapStore::default(),

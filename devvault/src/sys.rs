@@ -58,7 +58,7 @@ struct HealthBao<'a> {
     cluster_id: &'a str,
 }
 
-/// `sys/seal-status` wire body.
+/// `sys/seal-status` wire body for Vault.
 #[derive(Serialize)]
 struct SealStatus<'a> {
     #[serde(rename = "type")]
@@ -77,6 +77,29 @@ struct SealStatus<'a> {
     #[serde(skip_serializing_if = "str::is_empty")]
     cluster_id: &'a str,
     recovery_seal: bool,
+    storage_type: &'a str,
+}
+
+/// `sys/seal-status` wire body for OpenBao 2.7: `commit_date` instead of `build_date`,
+/// and another field order.
+#[derive(Serialize)]
+struct SealStatusBao<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    initialized: bool,
+    sealed: bool,
+    t: i64,
+    n: i64,
+    progress: i64,
+    nonce: &'a str,
+    recovery_seal: bool,
+    version: &'a str,
+    commit_date: &'a str,
+    migration: bool,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    cluster_name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    cluster_id: &'a str,
     storage_type: &'a str,
 }
 
@@ -129,22 +152,40 @@ fn seal_status_body(state: &Arc<State>) -> Vec<u8> {
     } else {
         (core.cluster_name.as_str(), core.cluster_id.as_str())
     };
-    envelope::go_json(&SealStatus {
-        kind: "shamir",
-        initialized: true,
-        sealed: core.sealed,
-        t: 1,
-        n: 1,
-        progress: 0,
-        nonce: "",
-        version: core.flavor.version(),
-        build_date: "2025-03-04T17:02:28Z",
-        migration: false,
-        cluster_name: name,
-        cluster_id: id,
-        recovery_seal: false,
-        storage_type: "inmem",
-    })
+    match core.flavor {
+        Flavor::Vault => envelope::go_json(&SealStatus {
+            kind: "shamir",
+            initialized: true,
+            sealed: core.sealed,
+            t: 1,
+            n: 1,
+            progress: 0,
+            nonce: "",
+            version: core.flavor.version(),
+            build_date: "2025-03-04T17:02:28Z",
+            migration: false,
+            cluster_name: name,
+            cluster_id: id,
+            recovery_seal: false,
+            storage_type: "inmem",
+        }),
+        Flavor::OpenBao => envelope::go_json(&SealStatusBao {
+            kind: "shamir",
+            initialized: true,
+            sealed: core.sealed,
+            t: 1,
+            n: 1,
+            progress: 0,
+            nonce: "",
+            recovery_seal: false,
+            version: core.flavor.version(),
+            commit_date: "2026-10-26T20:32:27Z",
+            migration: false,
+            cluster_name: name,
+            cluster_id: id,
+            storage_type: "inmem",
+        }),
+    }
 }
 
 fn health(state: &Arc<State>, req: &Req) -> ApiResult<Reply> {
@@ -235,7 +276,7 @@ pub fn mount_info(e: &MountEntry, flavor: Flavor) -> Value {
         Flavor::Vault => format!("v{}+builtin.vault", flavor.version()),
         Flavor::OpenBao => format!("v{}+builtin.bao", flavor.version()),
     };
-    json!({
+    let mut info = json!({
         "accessor": e.accessor,
         "config": {
             "default_lease_ttl": util::secs(e.default_lease_ttl),
@@ -252,7 +293,11 @@ pub fn mount_info(e: &MountEntry, flavor: Flavor) -> Value {
         "seal_wrap": false,
         "type": e.kind,
         "uuid": e.uuid,
-    })
+    });
+    if let Some(s) = flavor.deprecation_status(&e.kind) {
+        info["deprecation_status"] = json!(s);
+    }
+    info
 }
 
 fn is_write(op: Op) -> bool {
@@ -532,7 +577,7 @@ fn mounts(core: &mut Core, req: &mut Req, raw: &str) -> ApiResult<Reply> {
                         .and_then(|o| o.get("version"))
                         .map(String::as_str)
                         == Some("2");
-                    if options.is_none() {
+                    if options.is_none() && flavor == Flavor::Vault {
                         options = Some(BTreeMap::from([("version".to_string(), "1".to_string())]));
                     }
                     ("kv", Backend::Kv(KvStore::new(if version { 2 } else { 1 })))
@@ -552,6 +597,10 @@ fn mounts(core: &mut Core, req: &mut Req, raw: &str) -> ApiResult<Reply> {
                 }
             };
             let mut e = MountEntry::new(&path, kind, str_of(&req.data, "description"), backend);
+            // OpenBao keeps the (empty) options map of an API mount, so it reads back as `{}`.
+            if flavor == Flavor::OpenBao {
+                options.get_or_insert_with(BTreeMap::new);
+            }
             e.options = options;
             let (d, m) = ttl_config(&req.data)?;
             e.default_lease_ttl = d.unwrap_or_default();
@@ -668,6 +717,9 @@ fn auth_mounts(
                 }
             };
             let mut e = MountEntry::new(&path, &kind, str_of(&req.data, "description"), backend);
+            if flavor == Flavor::OpenBao {
+                e.options = Some(options_of(&req.data).unwrap_or_default());
+            }
             let (d, m) = ttl_config(&req.data)?;
             e.default_lease_ttl = d.unwrap_or_default();
             e.max_lease_ttl = m.unwrap_or_default();
@@ -710,11 +762,24 @@ fn policy(core: &mut Core, req: &Req, raw: &str, legacy: bool) -> ApiResult<Repl
                     .map(|p| p.raw.clone())
                     .ok_or_else(ApiError::not_found)?,
             };
-            let data = if legacy {
+            let mut data = if legacy {
                 json!({ "name": name, "rules": text })
             } else {
                 json!({ "name": name, "policy": text })
             };
+            // OpenBao 2.x stores policies with a version for check-and-set writes.
+            if core.flavor == Flavor::OpenBao && name != "root" {
+                let (version, modified) = core
+                    .policy_versions
+                    .get(&name)
+                    .copied()
+                    .unwrap_or((1, SystemTime::now()));
+                data["allow_slashes_in_identity_templates"] = json!(false);
+                data["allow_wildcards_in_identity_templates"] = json!(false);
+                data["cas_required"] = json!(false);
+                data["modified"] = json!(util::rfc3339_nano(modified));
+                data["version"] = json!(version);
+            }
             Ok(Reply::Logical(Logical {
                 data: Some(data),
                 inject: legacy,
@@ -741,6 +806,9 @@ fn policy(core: &mut Core, req: &Req, raw: &str, legacy: bool) -> ApiResult<Repl
             };
             let p = Policy::parse(&text)
                 .map_err(|e| ApiError::bad_request(format!("failed to parse policy: {e}")))?;
+            let version = core.policy_versions.get(&name).map_or(0, |v| v.0) + 1;
+            core.policy_versions
+                .insert(name.clone(), (version, SystemTime::now()));
             core.policies.insert(name, p);
             Ok(Reply::NoContent)
         }
@@ -751,6 +819,7 @@ fn policy(core: &mut Core, req: &Req, raw: &str, legacy: bool) -> ApiResult<Repl
             ))),
             _ => {
                 core.policies.remove(&name);
+                core.policy_versions.remove(&name);
                 Ok(Reply::NoContent)
             }
         },

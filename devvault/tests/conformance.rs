@@ -66,6 +66,7 @@ const MASKED: &[&str] = &[
     "created_time",
     "updated_time",
     "last_vault_rotation",
+    "modified",
     "server_time_utc",
 ];
 
@@ -287,6 +288,15 @@ impl Suite {
                 .iter()
                 .any(|k| k.step == name && field_of(d).starts_with(k.field))
         });
+        if std::env::var_os("CONFORMANCE_DUMP").is_some() {
+            println!(
+                "---- {name}\n  devvault {} {}\n  openbao  {} {}",
+                a.status,
+                a.text.trim(),
+                b.status,
+                b.text.trim()
+            );
+        }
         self.rows.push(Row {
             step: name.to_string(),
             call: format!("{} {}", c.method, c.path),
