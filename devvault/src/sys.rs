@@ -297,6 +297,13 @@ pub fn mount_info(e: &MountEntry, flavor: Flavor) -> Value {
     if let Some(s) = flavor.deprecation_status(&e.kind) {
         info["deprecation_status"] = json!(s);
     }
+    // `mountInfo` adds the token type to the config of auth-table entries.
+    if matches!(
+        e.kind.as_str(),
+        "token" | "approle" | "kubernetes" | "jwt" | "oidc"
+    ) {
+        info["config"]["token_type"] = json!("default-service");
+    }
     info
 }
 

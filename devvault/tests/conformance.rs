@@ -67,6 +67,7 @@ const MASKED: &[&str] = &[
     "updated_time",
     "last_vault_rotation",
     "modified",
+    "modified",
     "server_time_utc",
 ];
 
@@ -577,6 +578,11 @@ async fn run_sequence(s: &mut Suite, pg: &PgCluster) {
     )
     .await;
     s.step(
+        "read policy, legacy path",
+        call("GET", "sys/policy/app", Root, None),
+    )
+    .await;
+    s.step(
         "enable approle",
         call(
             "POST",
@@ -587,6 +593,11 @@ async fn run_sequence(s: &mut Suite, pg: &PgCluster) {
     )
     .await;
     s.expect(204);
+    s.step(
+        "read approle mount",
+        call("GET", "sys/auth/approle", Root, None),
+    )
+    .await;
     s.step(
         "write approle role",
         call(
@@ -627,6 +638,16 @@ async fn run_sequence(s: &mut Suite, pg: &PgCluster) {
     .await;
     s.expect(204);
     s.step(
+        "enable kv mount without options",
+        call("POST", "sys/mounts/kv0", Root, Some(json!({"type": "kv"}))),
+    )
+    .await;
+    s.step(
+        "read kv mount without options",
+        call("GET", "sys/mounts/kv0", Root, None),
+    )
+    .await;
+    s.step(
         "write kv v1",
         call(
             "POST",
@@ -648,6 +669,31 @@ async fn run_sequence(s: &mut Suite, pg: &PgCluster) {
     .await;
     s.step(
         "read kv v2 metadata",
+        call("GET", "secret/metadata/app", Root, None),
+    )
+    .await;
+    s.step(
+        "second kv v2 write",
+        call(
+            "POST",
+            "secret/data/app",
+            Root,
+            Some(json!({"data": {"api_key": "v2-value-2"}})),
+        ),
+    )
+    .await;
+    s.step(
+        "write kv v2 metadata",
+        call(
+            "POST",
+            "secret/metadata/app",
+            Root,
+            Some(json!({"max_versions": 5})),
+        ),
+    )
+    .await;
+    s.step(
+        "read kv v2 metadata again",
         call("GET", "secret/metadata/app", Root, None),
     )
     .await;
@@ -787,6 +833,26 @@ async fn run_sequence(s: &mut Suite, pg: &PgCluster) {
             "sys/leases/revoke",
             Var("app"),
             Some(json!({"lease_id": "{lease}"})),
+        ),
+    )
+    .await;
+    s.step(
+        "revoke lease, queued",
+        call(
+            "PUT",
+            "sys/leases/revoke",
+            Var("app"),
+            Some(json!({"lease_id": "{capped_lease}", "sync": false})),
+        ),
+    )
+    .await;
+    s.step(
+        "revoke unknown lease",
+        call(
+            "PUT",
+            "sys/leases/revoke",
+            Var("app"),
+            Some(json!({"lease_id": "database/creds/app/unknown"})),
         ),
     )
     .await;
