@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::envelope::multierror;
-use crate::state::Flavor;
+use crate::flavor::Flavor;
 
 /// A failed API request, rendered as `{"errors":[...]}`.
 #[derive(Debug, Clone, thiserror::Error)]

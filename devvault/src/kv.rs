@@ -9,8 +9,9 @@ use serde_json::{json, Map, Value};
 
 use crate::acl::Op;
 use crate::error::{ApiError, ApiResult};
-use crate::router::{Logical, Reply, Req};
-use crate::state::{Backend, Core, Flavor};
+use crate::exchange::{Logical, Reply, Req};
+use crate::flavor::Flavor;
+use crate::state::{Backend, Core};
 use crate::util;
 
 const INVALID_PATH_WARNING: &str = "Invalid path for a versioned K/V secrets engine. See the API docs for the appropriate API endpoints to use. If using the Vault CLI, use 'vault kv get' for this operation.";

@@ -9,10 +9,12 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Map, Value};
 
 use crate::acl::Op;
-use crate::database::{self, DbLease};
+use crate::database;
 use crate::error::{ApiError, ApiResult};
-use crate::router::{Logical, Reply, Req};
-use crate::state::{Backend, Flavor, Job, State};
+use crate::exchange::{Logical, Reply, Req};
+use crate::flavor::Flavor;
+use crate::job::{DbLease, Job};
+use crate::state::{Backend, State};
 use crate::util;
 
 /// Inputs of [`calculate_ttl`], named after `framework.CalculateTTL`'s arguments.

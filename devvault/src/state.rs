@@ -12,60 +12,14 @@ use tokio::sync::Notify;
 use crate::acl::{Acl, Policy, DEFAULT_POLICY};
 use crate::auth::{approle::Approle, jwt::Jwt, kubernetes::Kubernetes};
 use crate::controls::Controls;
-use crate::database::{pg::Pools, DbBackend, DbLease};
+use crate::database::{pg::Pools, DbBackend};
+use crate::flavor::Flavor;
+use crate::job::Job;
 use crate::kv::KvStore;
 use crate::leases::LeaseStore;
 use crate::tokens::TokenStore;
 use crate::util;
 use crate::wrapping::WrapStore;
-
-/// Which server to imitate where Vault and OpenBao differ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Flavor {
-    /// HashiCorp Vault (≥ 1.19): `mount_type`, `hvs.` tokens, 2-error invalid-token 403.
-    Vault,
-    /// OpenBao 2.x: no `mount_type`, `s.` tokens, 1-error invalid-token 403.
-    #[value(name = "openbao")]
-    OpenBao,
-}
-
-impl Flavor {
-    /// The `mount_type` envelope value, absent for OpenBao.
-    pub fn mount_type(self, t: &str) -> Option<String> {
-        match self {
-            Flavor::Vault => Some(t.to_string()),
-            Flavor::OpenBao => None,
-        }
-    }
-
-    /// Service token prefix.
-    pub fn token_prefix(self) -> &'static str {
-        match self {
-            Flavor::Vault => "hvs.",
-            Flavor::OpenBao => "s.",
-        }
-    }
-
-    /// Version reported by `sys/health` and `sys/seal-status`.
-    pub fn version(self) -> &'static str {
-        match self {
-            Flavor::Vault => "1.19.0",
-            Flavor::OpenBao => "2.7.2",
-        }
-    }
-
-    /// `deprecation_status` of a builtin plugin in mount listings. Vault's listing is left
-    /// as it was; OpenBao 2.7 reports it for its builtin plugins (KV and the auth methods),
-    /// but not for the database engine or the built-in system mounts.
-    pub fn deprecation_status(self, kind: &str) -> Option<&'static str> {
-        match (self, kind) {
-            (Flavor::OpenBao, "kv" | "approle" | "jwt" | "oidc" | "kubernetes") => {
-                Some("supported")
-            }
-            _ => None,
-        }
-    }
-}
 
 /// System defaults: Vault's `default_lease_ttl`/`max_lease_ttl` are both 768h.
 pub const SYSTEM_DEFAULT_TTL: Duration = Duration::from_secs(768 * 3600);
@@ -134,19 +88,6 @@ impl MountEntry {
             self.max_lease_ttl
         }
     }
-}
-
-/// Background work that must run outside the core lock (database I/O).
-#[derive(Debug, Clone)]
-pub enum Job {
-    /// Drop a dynamic database user whose lease ended.
-    RevokeDb {
-        lease_id: String,
-        lease: DbLease,
-        attempt: u32,
-    },
-    /// Rotate a static role's password.
-    RotateStatic { mount: String, role: String },
 }
 
 /// Everything the API serves.

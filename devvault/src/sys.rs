@@ -14,10 +14,12 @@ use crate::auth::{approle::Approle, jwt::Jwt, kubernetes::Kubernetes};
 use crate::database::DbBackend;
 use crate::envelope;
 use crate::error::{ApiError, ApiResult};
+use crate::exchange::{Logical, Reply, Req};
+use crate::flavor::Flavor;
+use crate::job::Job;
 use crate::kv::KvStore;
 use crate::leases;
-use crate::router::{unwrap_token, Logical, Reply, Req};
-use crate::state::{Backend, Core, Flavor, MountEntry, State};
+use crate::state::{Backend, Core, MountEntry, State};
 use crate::util;
 use crate::wrapping::INVALID_WRAP;
 
@@ -669,11 +671,7 @@ fn tune_mount(e: &mut MountEntry, req: &Req) -> ApiResult<Reply> {
     }
 }
 
-fn auth_mounts(
-    core: &mut Core,
-    req: &mut Req,
-    raw: &str,
-) -> ApiResult<(Vec<crate::state::Job>, Reply)> {
+fn auth_mounts(core: &mut Core, req: &mut Req, raw: &str) -> ApiResult<(Vec<Job>, Reply)> {
     let (path, tune) = match raw.strip_suffix("/tune") {
         Some(p) => (format!("{}/", p.trim_end_matches('/')), true),
         None => (format!("{}/", raw.trim_end_matches('/')), false),
@@ -870,4 +868,12 @@ fn wrapping(state: &Arc<State>, req: &mut Req, rest: &str) -> ApiResult<Reply> {
         "unwrap" | "lookup" | "wrap" => Err(ApiError::unsupported_operation()),
         _ => Err(ApiError::unsupported_path()),
     }
+}
+
+/// Unwraps (used by `sys/wrapping/unwrap`), single use.
+pub fn unwrap_token(state: &Arc<State>, token: &str) -> ApiResult<Vec<u8>> {
+    let mut core = state.core();
+    core.wraps
+        .take(token, SystemTime::now())
+        .ok_or_else(|| ApiError::bad_request(INVALID_WRAP))
 }

@@ -480,7 +480,8 @@ async fn run_sequence(s: &mut Suite, pg: &PgCluster) {
         call("GET", "sys/seal-status", Anon, None),
     )
     .await;
-    s.step("health", call("GET", "sys/health", Anon, None)).await;
+    s.step("health", call("GET", "sys/health", Anon, None))
+        .await;
     s.step(
         "enable database mount",
         call(

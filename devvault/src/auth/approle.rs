@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use super::{login, str_field, LoginGrant, TokenParams};
 use crate::acl::Op;
 use crate::error::{ApiError, ApiResult};
-use crate::router::{Logical, Reply, Req};
+use crate::exchange::{Logical, Reply, Req};
 use crate::state::{Backend, Core};
 use crate::util;
 

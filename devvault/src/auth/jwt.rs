@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use super::{login, pem_is_public_key, str_field, verify_jwt, JwtError, LoginGrant, TokenParams};
 use crate::acl::Op;
 use crate::error::{ApiError, ApiResult};
-use crate::router::{Logical, Reply, Req};
+use crate::exchange::{Logical, Reply, Req};
 use crate::state::{Backend, Core};
 use crate::util;
 

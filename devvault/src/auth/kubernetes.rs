@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use super::{glob_match, login, pem_is_public_key, str_field, verify_jwt, LoginGrant, TokenParams};
 use crate::acl::Op;
 use crate::error::{ApiError, ApiResult};
-use crate::router::{Logical, Reply, Req};
+use crate::exchange::{Logical, Reply, Req};
 use crate::state::{Backend, Core};
 use crate::util;
 

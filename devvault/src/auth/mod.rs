@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, ApiResult};
-use crate::router::{Logical, Reply};
+use crate::exchange::{Logical, Reply};
 use crate::state::Core;
 use crate::tokens::{self, TokenSpec};
 use crate::util;

@@ -15,9 +15,11 @@ use serde_json::{json, Map, Value};
 
 use crate::acl::Op;
 use crate::error::{ApiError, ApiResult};
+use crate::exchange::{Logical, Reply, Req};
+use crate::flavor::Flavor;
+use crate::job::{DbLease, Job};
 use crate::leases::{calculate_ttl, Lease, TtlInput};
-use crate::router::{Logical, Reply, Req};
-use crate::state::{Backend, Core, Flavor, Job, State};
+use crate::state::{Backend, Core, State};
 use crate::util;
 use cron::Cron;
 pub use pg::{ConnSpec, Pools};
@@ -116,19 +118,6 @@ impl StaticRole {
             .map(|d| d.as_secs_f64().round() as i64)
             .unwrap_or(0)
     }
-}
-
-/// What a dynamic lease must remember to renew and revoke its user, even if
-/// the role or config is later deleted.
-#[derive(Debug, Clone)]
-pub struct DbLease {
-    pub mount: String,
-    pub role: String,
-    pub username: String,
-    pub db_name: String,
-    pub conn: ConnSpec,
-    pub revocation: Vec<String>,
-    pub renew: Vec<String>,
 }
 
 /// One database mount.
@@ -270,7 +259,7 @@ pub async fn handle(state: &Arc<State>, req: &mut Req, mount: &str, sub: &str) -
                 .ok_or_else(|| ApiError::bad_request(format!("unknown role: {name}")))?;
             Ok(Reply::Logical(Logical::data(static_creds_data(
                 r,
-                flavor == crate::state::Flavor::OpenBao,
+                flavor == Flavor::OpenBao,
             ))))
         }
         "rotate-role" if write => {
