@@ -407,8 +407,10 @@ fn compare(path: &str, key: Option<&str>, a: &Value, b: &Value, out: &mut Vec<St
                 compare(&format!("{path}/{i}"), key, va, vb, out);
             }
         }
+        // A volatile value: same JSON type, and both empty or both not.
         _ if key.is_some_and(|k| MASKED.contains(&k)) => {
-            if kind(a) != kind(b) || (a.as_str() == Some("")) != (b.as_str() == Some("")) {
+            let empty = |v: &Value| v.as_str() == Some("");
+            if kind(a) != kind(b) || empty(a) != empty(b) {
                 out.push(format!(
                     "{here}: devvault {} openbao {} (masked)",
                     short(a),
