@@ -739,6 +739,11 @@ async fn run_sequence(s: &mut Suite, pg: &PgCluster) {
     )
     .await;
 
+    s.step("list secret mounts", call("GET", "sys/mounts", Root, None))
+        .await;
+    s.step("list auth mounts", call("GET", "sys/auth", Root, None))
+        .await;
+
     // ---- the agent's calls ----
     s.step(
         "unwrap secret-id",

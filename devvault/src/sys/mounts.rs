@@ -45,6 +45,18 @@ pub fn mount_info(e: &MountEntry, flavor: Flavor) -> Value {
     if let Some(s) = flavor.deprecation_status(&e.kind) {
         info["deprecation_status"] = json!(s);
     }
+    // The built-in mounts of a dev server, as Vault and OpenBao set them up.
+    match e.kind.as_str() {
+        "system" => {
+            info["seal_wrap"] = json!(true);
+            info["config"]["passthrough_request_headers"] = json!(["Accept"]);
+        }
+        "identity" => {
+            info["config"]["passthrough_request_headers"] = json!(["Authorization"]);
+        }
+        "cubbyhole" => info["local"] = json!(true),
+        _ => {}
+    }
     // `mountInfo` adds the token type to the config of auth-table entries.
     if matches!(
         e.kind.as_str(),
