@@ -505,6 +505,143 @@ async fn create_static_users(pg: &PgCluster, users: &[&str]) {
     let _ = task.await;
 }
 
+fn fixture(name: &str) -> String {
+    let p = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {p}: {e}"))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A JWT signed with one of the committed test-only keys.
+fn sign(key: &str, sub: &str, aud: &str, exp: i64, nbf: i64) -> String {
+    sign_as(key, "https://issuer.example", sub, aud, exp, nbf)
+}
+
+fn sign_as(key: &str, iss: &str, sub: &str, aud: &str, exp: i64, nbf: i64) -> String {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let claims =
+        json!({"iss": iss, "sub": sub, "aud": aud, "exp": exp, "nbf": nbf, "iat": unix_now()});
+    let (alg, key) = if key == "rsa" {
+        (
+            Algorithm::RS256,
+            EncodingKey::from_rsa_pem(fixture("test-only-rsa-private.pem").as_bytes()),
+        )
+    } else {
+        (
+            Algorithm::ES256,
+            EncodingKey::from_ec_pem(fixture("test-only-ec-private.pem").as_bytes()),
+        )
+    };
+    encode(&Header::new(alg), &claims, &key.expect("test key")).expect("sign JWT")
+}
+
+/// JWT auth with a local public key: the one login method both servers verify offline.
+async fn jwt_steps(s: &mut Suite) {
+    use Tok::*;
+    let now = unix_now();
+    s.step(
+        "enable jwt auth",
+        call("POST", "sys/auth/jwt", Root, Some(json!({"type": "jwt"}))),
+    )
+    .await;
+    s.step(
+        "configure jwt auth",
+        call(
+            "POST",
+            "auth/jwt/config",
+            Root,
+            Some(json!({"jwt_validation_pubkeys": [fixture("test-only-rsa-public.pem")], "bound_issuer": "https://issuer.example"})),
+        ),
+    )
+    .await;
+    s.step(
+        "jwt role without user claim",
+        call(
+            "POST",
+            "auth/jwt/role/ci",
+            Root,
+            Some(json!({"role_type": "jwt", "bound_audiences": ["vault"]})),
+        ),
+    )
+    .await;
+    s.step(
+        "write jwt role",
+        call(
+            "POST",
+            "auth/jwt/role/ci",
+            Root,
+            Some(json!({"role_type": "jwt", "bound_audiences": ["vault"], "bound_subject": "repo:acme/app", "user_claim": "sub", "token_policies": ["app"], "token_ttl": "1h", "token_max_ttl": "2h"})),
+        ),
+    )
+    .await;
+    let login = |name: &'static str, jwt: String| {
+        (
+            name,
+            call(
+                "POST",
+                "auth/jwt/login",
+                Anon,
+                Some(json!({"role": "ci", "jwt": jwt})),
+            ),
+        )
+    };
+    let cases = [
+        login(
+            "jwt login",
+            sign("rsa", "repo:acme/app", "vault", now + 300, now - 10),
+        ),
+        login(
+            "jwt login, wrong audience",
+            sign("rsa", "repo:acme/app", "other", now + 300, now - 10),
+        ),
+        login(
+            "jwt login, expired",
+            sign("rsa", "repo:acme/app", "vault", now - 600, now - 900),
+        ),
+        login(
+            "jwt login, not yet valid",
+            sign("rsa", "repo:acme/app", "vault", now + 900, now + 600),
+        ),
+        login(
+            "jwt login, wrong subject",
+            sign("rsa", "repo:evil/app", "vault", now + 300, now - 10),
+        ),
+        login(
+            "jwt login, wrong issuer",
+            sign_as(
+                "rsa",
+                "https://evil.example",
+                "repo:acme/app",
+                "vault",
+                now + 300,
+                now - 10,
+            ),
+        ),
+        login(
+            "jwt login, unknown key",
+            sign("ec", "repo:acme/app", "vault", now + 300, now - 10),
+        ),
+    ];
+    for (name, c) in cases {
+        s.step(name, c).await;
+    }
+    s.step(
+        "jwt login, unknown role",
+        call(
+            "POST",
+            "auth/jwt/login",
+            Anon,
+            Some(json!({"role": "zz", "jwt": "x"})),
+        ),
+    )
+    .await;
+}
+
 /// The sequence: setup through the API, every call the agent makes, then the error paths.
 async fn run_sequence(s: &mut Suite, pg: &PgCluster) {
     use Tok::*;
@@ -912,6 +1049,23 @@ async fn run_sequence(s: &mut Suite, pg: &PgCluster) {
         ),
     )
     .await;
+
+    s.step(
+        "preflight without access",
+        call("GET", "sys/internal/ui/mounts/kv0/x", Var("app"), None),
+    )
+    .await;
+    s.step(
+        "renew-self past max_ttl",
+        call(
+            "POST",
+            "auth/token/renew-self",
+            Var("app"),
+            Some(json!({"increment": "3h"})),
+        ),
+    )
+    .await;
+    jwt_steps(s).await;
 
     // ---- error paths ----
     s.step(

@@ -11,6 +11,7 @@ use super::{login, pem_is_public_key, str_field, verify_jwt, JwtError, LoginGran
 use crate::acl::Op;
 use crate::error::{ApiError, ApiResult};
 use crate::exchange::{Logical, Reply, Req};
+use crate::flavor::Flavor;
 use crate::state::{Backend, Core};
 use crate::util;
 
@@ -235,6 +236,34 @@ fn claim_values(v: Option<&Value>) -> Vec<String> {
     }
 }
 
+/// The claim-validation texts, which differ between Vault's and OpenBao 2.7's JWT plugins
+/// (OpenBao's texts checked against the real server by tests/conformance.rs).
+struct ClaimTexts {
+    expired: &'static str,
+    not_yet_valid: &'static str,
+    issuer: &'static str,
+    audience: &'static str,
+}
+
+impl ClaimTexts {
+    fn of(flavor: Flavor) -> ClaimTexts {
+        match flavor {
+            Flavor::Vault => ClaimTexts {
+                expired: "error validating claims: validation failed, token is expired (exp)",
+                not_yet_valid: "error validating claims: validation failed, token not valid yet (nbf)",
+                issuer: "error validating claims: validation failed, invalid issuer claim (iss)",
+                audience: "error validating claims: invalid audience (aud) claim: audience claim does not match any expected audience",
+            },
+            Flavor::OpenBao => ClaimTexts {
+                expired: "invalid expiration time (exp) claim: token is expired",
+                not_yet_valid: "invalid not before (nbf) claim: token not yet valid",
+                issuer: "invalid issuer (iss) claim",
+                audience: "invalid audience (aud) claim: audience claim does not match any expected audience",
+            },
+        }
+    }
+}
+
 fn invalid(msg: &str) -> ApiError {
     ApiError::bad_request(format!("error validating token: {msg}"))
 }
@@ -265,18 +294,17 @@ fn do_login(core: &mut Core, req: &Req, mount: &str) -> ApiResult<Reply> {
     if token.is_empty() {
         return Err(ApiError::bad_request("missing token"));
     }
+    let texts = ClaimTexts::of(core.flavor);
     let claims = verify_jwt(token, &cfg.pubkeys, role.clock_skew_leeway).map_err(|e| match e {
         JwtError::Signature => invalid("error verifying token signature: no known key successfully validated the token signature"),
-        JwtError::Expired => invalid("error validating claims: validation failed, token is expired (exp)"),
-        JwtError::NotYetValid => invalid("error validating claims: validation failed, token not valid yet (nbf)"),
+        JwtError::Expired => invalid(texts.expired),
+        JwtError::NotYetValid => invalid(texts.not_yet_valid),
         other => invalid(&other.to_string()),
     })?;
     if !cfg.bound_issuer.is_empty()
         && claims.get("iss").and_then(Value::as_str) != Some(cfg.bound_issuer.as_str())
     {
-        return Err(invalid(
-            "error validating claims: validation failed, invalid issuer claim (iss)",
-        ));
+        return Err(invalid(texts.issuer));
     }
     let aud = claim_values(claims.get("aud"));
     if role.bound_audiences.is_empty() {
@@ -286,16 +314,15 @@ fn do_login(core: &mut Core, req: &Req, mount: &str) -> ApiResult<Reply> {
             ));
         }
     } else if !aud.iter().any(|a| role.bound_audiences.contains(a)) {
-        return Err(invalid(
-            "error validating claims: invalid audience (aud) claim: audience claim does not match any expected audience",
-        ));
+        return Err(invalid(texts.audience));
     }
     if !role.bound_subject.is_empty()
         && claims.get("sub").and_then(Value::as_str) != Some(role.bound_subject.as_str())
     {
-        return Err(ApiError::bad_request(
-            "sub claim does not match expected value",
-        ));
+        return Err(match core.flavor {
+            Flavor::Vault => ApiError::bad_request("sub claim does not match expected value"),
+            Flavor::OpenBao => invalid("invalid subject (sub) claim"),
+        });
     }
     for (k, want) in &role.bound_claims {
         let allowed = claim_values(Some(want));
