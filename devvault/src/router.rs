@@ -266,11 +266,9 @@ fn authorize(state: &Arc<State>, req: &mut Req) -> ApiResult<Option<String>> {
         .get("token")
         .and_then(Value::as_str)
         .is_some_and(|s| !s.is_empty());
-    if matches!(
-        req.path.as_str(),
-        "sys/wrapping/unwrap" | "sys/wrapping/lookup"
-    ) && !body_token
-    {
+    // `sys/wrapping/lookup` is an unauthenticated path: anyone holding a wrapping token may
+    // look it up, with the token in the header or in the body.
+    if req.path == "sys/wrapping/lookup" || (req.path == "sys/wrapping/unwrap" && !body_token) {
         return Ok(None);
     }
     let Some(t) = token else {

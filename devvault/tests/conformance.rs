@@ -1065,7 +1065,50 @@ async fn run_sequence(s: &mut Suite, pg: &PgCluster) {
         ),
     )
     .await;
+    s.step(
+        "read approle role",
+        call("GET", "auth/approle/role/agent", Root, None),
+    )
+    .await;
+    s.step(
+        "lookup lease",
+        call(
+            "PUT",
+            "sys/leases/lookup",
+            Root,
+            Some(json!({"lease_id": "{lease}"})),
+        ),
+    )
+    .await;
+    s.step(
+        "capabilities-self",
+        call(
+            "POST",
+            "sys/capabilities-self",
+            Var("app"),
+            Some(json!({"paths": ["database/creds/app", "sys/mounts"]})),
+        ),
+    )
+    .await;
+    s.step(
+        "lookup wrapping token",
+        wrapped(call("GET", "database/creds/app", Var("app"), None), "60s"),
+    )
+    .await;
+    s.save("wrap2", "/wrap_info/token");
+    s.step(
+        "sys/wrapping/lookup",
+        call(
+            "POST",
+            "sys/wrapping/lookup",
+            Anon,
+            Some(json!({"token": "{wrap2}"})),
+        ),
+    )
+    .await;
     jwt_steps(s).await;
+    s.step("read jwt role", call("GET", "auth/jwt/role/ci", Root, None))
+        .await;
 
     // ---- error paths ----
     s.step(

@@ -33,6 +33,8 @@ pub struct Role {
     pub bound_claims: Map<String, Value>,
     pub claim_mappings: BTreeMap<String, String>,
     pub clock_skew_leeway: u64,
+    /// The leeway as written, if it was (OpenBao reports 0 for an unset one).
+    pub clock_skew_given: Option<u64>,
     pub token: TokenParams,
 }
 
@@ -64,7 +66,10 @@ pub fn handle(core: &mut Core, req: &mut Req, mount: &str, sub: &str) -> ApiResu
             }
             Ok(Reply::Logical(Logical::data(json!({ "keys": keys }))))
         }
-        s if s.starts_with("role/") => role(mount_state(core, mount)?, req, &s["role/".len()..]),
+        s if s.starts_with("role/") => {
+            let flavor = core.flavor;
+            role(mount_state(core, mount)?, req, &s["role/".len()..], flavor)
+        }
         "login" => Err(ApiError::unsupported_operation()),
         _ => Err(ApiError::unsupported_path()),
     }
@@ -122,7 +127,7 @@ fn config(j: &mut Jwt, req: &Req) -> ApiResult<Reply> {
     }
 }
 
-fn role(j: &mut Jwt, req: &Req, name: &str) -> ApiResult<Reply> {
+fn role(j: &mut Jwt, req: &Req, name: &str, flavor: Flavor) -> ApiResult<Reply> {
     match req.op {
         Op::Read => {
             let r = j.roles.get(name).ok_or_else(ApiError::not_found)?;
@@ -155,7 +160,24 @@ fn role(j: &mut Jwt, req: &Req, name: &str) -> ApiResult<Reply> {
             m.insert("user_claim".into(), json!(r.user_claim));
             m.insert("user_claim_json_pointer".into(), json!(false));
             m.insert("verbose_oidc_logging".into(), json!(false));
-            r.token.populate(&mut m);
+            if flavor == Flavor::OpenBao {
+                // OpenBao 2.7 reports unset leeways as 0 (its JWT library then applies its
+                // own defaults) and has OIDC fields of its own.
+                m.insert("allowed_redirect_uris".into(), Value::Null);
+                m.insert(
+                    "clock_skew_leeway".into(),
+                    json!(r.clock_skew_given.unwrap_or(0)),
+                );
+                m.insert("expiration_leeway".into(), json!(0));
+                m.insert("not_before_leeway".into(), json!(0));
+                m.insert("callback_mode".into(), json!("client"));
+                m.insert("max_age".into(), json!(0));
+                m.insert("oauth2_metadata".into(), Value::Null);
+                m.insert("oidc_disable_confirmation".into(), json!(false));
+                m.insert("oidc_scopes".into(), Value::Null);
+                m.insert("token_policies_template_claims".into(), json!(false));
+            }
+            r.token.populate(&mut m, flavor);
             Ok(Reply::Logical(Logical::data(Value::Object(m))))
         }
         Op::Update | Op::Create => {
@@ -193,6 +215,7 @@ fn role(j: &mut Jwt, req: &Req, name: &str) -> ApiResult<Reply> {
                 r.clock_skew_leeway = util::parse_duration(v)
                     .map_err(ApiError::bad_request)?
                     .as_secs();
+                r.clock_skew_given = Some(r.clock_skew_leeway);
             }
             r.token.update(d)?;
             if r.user_claim.is_empty() {

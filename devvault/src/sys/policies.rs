@@ -67,8 +67,8 @@ pub(super) fn capabilities(core: &Core, req: &Req) -> ApiResult<Reply> {
         .get("paths")
         .map(util::comma_list)
         .unwrap_or_default();
-    if let Some(p) = req.data.get("path").and_then(Value::as_str) {
-        paths.push(p.to_string());
+    if let Some(p) = req.data.get("path") {
+        paths.extend(util::comma_list(p));
     }
     if paths.is_empty() {
         return Err(ApiError::bad_request("paths must be supplied"));
@@ -76,15 +76,16 @@ pub(super) fn capabilities(core: &Core, req: &Req) -> ApiResult<Reply> {
     let root = policies.iter().any(|p| p == "root");
     let acl = core.acl_for(&policies);
     let mut m = Map::new();
-    let mut all: Vec<String> = Vec::new();
     for p in &paths {
         let caps = capability_names(acl.capabilities(p, Op::Read), root);
-        all.extend(caps.clone());
         m.insert(p.clone(), json!(caps));
     }
-    all.sort();
-    all.dedup();
-    m.insert("capabilities".into(), json!(all));
+    // Kept for old clients, and only for a single path (`handleCapabilities`).
+    if let [only] = paths.as_slice() {
+        if let Some(caps) = m.get(only).cloned() {
+            m.insert("capabilities".into(), caps);
+        }
+    }
     Ok(injected(Value::Object(m)))
 }
 
