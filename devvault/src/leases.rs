@@ -235,7 +235,7 @@ pub async fn handle(state: &Arc<State>, req: &mut Req, rest: &str) -> ApiResult<
                 .leases
                 .get(&id)
                 .ok_or_else(|| ApiError::bad_request("invalid lease"))?;
-            Ok(Reply::Logical(Logical::data(lookup_data(l))))
+            Ok(Reply::Logical(Logical::data(lookup_data(l, state.flavor))))
         }
         "lookup" if req.op == Op::List => {
             let prefix = tail.trim_start_matches('/');
@@ -278,7 +278,7 @@ fn sync_flag(req: &Req, flavor: Flavor) -> ApiResult<bool> {
         .map(|b| b.unwrap_or(flavor == Flavor::OpenBao))
 }
 
-fn lookup_data(l: &Lease) -> Value {
+fn lookup_data(l: &Lease, flavor: Flavor) -> Value {
     let now = SystemTime::now();
     let mut m = Map::new();
     m.insert(
@@ -293,6 +293,11 @@ fn lookup_data(l: &Lease) -> Value {
             .map(|t| json!(util::rfc3339_nano(t)))
             .unwrap_or(Value::Null),
     );
+    // OpenBao also names the path that issued the lease (the id without its suffix).
+    if flavor == Flavor::OpenBao {
+        let path = l.id.rsplit_once('/').map_or(l.id.as_str(), |(p, _)| p);
+        m.insert("path".into(), json!(path));
+    }
     m.insert("renewable".into(), json!(l.renewable));
     let ttl = l
         .expire_time

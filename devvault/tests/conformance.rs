@@ -1013,6 +1013,7 @@ async fn run_sequence(s: &mut Suite, pg: &PgCluster) {
         call("POST", "sys/wrapping/unwrap", Var("wrapped_creds"), None),
     )
     .await;
+    s.save("lease2", "/lease_id");
     s.step(
         "revoke lease",
         call(
@@ -1080,6 +1081,16 @@ async fn run_sequence(s: &mut Suite, pg: &PgCluster) {
             "PUT",
             "sys/leases/lookup",
             Root,
+            Some(json!({"lease_id": "{lease2}"})),
+        ),
+    )
+    .await;
+    s.step(
+        "lookup revoked lease",
+        call(
+            "PUT",
+            "sys/leases/lookup",
+            Root,
             Some(json!({"lease_id": "{lease}"})),
         ),
     )
@@ -1095,7 +1106,7 @@ async fn run_sequence(s: &mut Suite, pg: &PgCluster) {
     )
     .await;
     s.step(
-        "lookup wrapping token",
+        "wrapped creds for lookup",
         wrapped(call("GET", "database/creds/app", Var("app"), None), "60s"),
     )
     .await;
