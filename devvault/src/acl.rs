@@ -321,7 +321,10 @@ impl Acl {
             || self.prefix.iter().any(|(p, b)| {
                 (p.starts_with(prefix) || prefix.starts_with(p.as_str())) && grants(b)
             })
-            || self.segment.iter().any(|(_, b)| grants(b))
+            || self
+                .segment
+                .iter()
+                .any(|(rule, b)| segment_rule_reaches(rule, prefix) && grants(b))
     }
 
     fn non_exact(&self, path: &str) -> Option<u16> {
@@ -385,6 +388,23 @@ impl Candidate {
             .then_with(|| self.path.len().cmp(&other.path.len()))
             .then_with(|| self.path.cmp(&other.path))
     }
+}
+
+/// Whether a `+` rule can match something under `mount` (Vault's
+/// `CheckAllowedFromNonExactPaths` with `bareMount`): the rule's first segments match the
+/// mount's segments.
+fn segment_rule_reaches(rule: &str, mount: &str) -> bool {
+    let rparts: Vec<&str> = rule.split('/').collect();
+    let mparts: Vec<&str> = mount.trim_end_matches('/').split('/').collect();
+    mparts.iter().enumerate().all(|(i, m)| match rparts.get(i) {
+        Some(&"+") => true,
+        Some(r) if i + 1 == rparts.len() && r.ends_with('*') => {
+            m.starts_with(r.trim_end_matches('*'))
+        }
+        Some(r) => r == m,
+        // The rule is shorter than the mount path: only a trailing glob reaches below.
+        None => rparts.last().is_some_and(|r| r.ends_with('*')),
+    })
 }
 
 fn segment_match(rule: &str, path: &str) -> bool {
@@ -726,6 +746,17 @@ mod tests {
             "]".repeat(10_000)
         );
         assert!(Policy::parse(&deep).is_err());
+    }
+
+    #[test]
+    fn preflight_reach_of_segment_rules() {
+        // The default policy's `identity/oidc/provider/+/authorize` must not open other mounts.
+        let a = acl(DEFAULT_POLICY);
+        assert!(!a.has_any_under("kv0/"));
+        assert!(a.has_any_under("identity/"));
+        let a = acl(r#"path "kv/+/app" { capabilities = ["read"] }"#);
+        assert!(a.has_any_under("kv/"));
+        assert!(!a.has_any_under("kv2/"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 
-use crate::state::Flavor;
+use crate::flavor::Flavor;
 
 /// devvault: a Vault-API-compatible DEV/TEST server. NEVER use it in production:
 /// everything is in memory, there is no real seal or audit, and unauthenticated

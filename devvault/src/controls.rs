@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::database;
-use crate::router::{parse_query, HttpOut};
+use crate::exchange::HttpOut;
 use crate::state::State;
 use crate::util;
+use crate::util::parse_query;
 
 /// What a fault does to a matching request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::state::Flavor;
+use crate::flavor::Flavor;
 
 /// `logical.HTTPAuth`, field order as Go serialises it.
 #[derive(Debug, Clone, Serialize)]

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::envelope::multierror;
-use crate::state::Flavor;
+use crate::flavor::Flavor;
 
 /// A failed API request, rendered as `{"errors":[...]}`.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -64,11 +64,20 @@ impl ApiError {
         Self::wrapped(403, "permission denied")
     }
 
-    /// 403 for an unknown, expired or revoked token. OpenBao lacks `ErrInvalidToken`.
+    /// 403 for an unknown, expired or revoked token. OpenBao 2.7 answers a bare
+    /// `permission denied`, without Vault's `invalid token` and without the multierror text.
     pub fn invalid_token(flavor: Flavor) -> Self {
         match flavor {
             Flavor::Vault => Self::new(403, multierror(&["permission denied", "invalid token"])),
-            Flavor::OpenBao => Self::permission_denied(),
+            Flavor::OpenBao => Self::new(403, "permission denied"),
+        }
+    }
+
+    /// 403 for a request without a token on a path that needs one.
+    pub fn missing_token(flavor: Flavor) -> Self {
+        match flavor {
+            Flavor::Vault => Self::permission_denied(),
+            Flavor::OpenBao => Self::new(403, "permission denied"),
         }
     }
 

@@ -9,7 +9,8 @@ use serde_json::{json, Map, Value};
 
 use crate::acl::Op;
 use crate::error::{ApiError, ApiResult};
-use crate::router::{Logical, Reply, Req};
+use crate::exchange::{Logical, Reply, Req};
+use crate::flavor::Flavor;
 use crate::state::{Backend, Core};
 use crate::util;
 
@@ -30,6 +31,8 @@ pub struct Secret {
     pub versions: BTreeMap<u64, Version>,
     pub current_version: u64,
     pub oldest_version: u64,
+    /// Writes to `metadata/` so far (OpenBao reports it as `current_metadata_version`).
+    pub metadata_version: u64,
     pub created_time: SystemTime,
     pub updated_time: SystemTime,
     pub max_versions: u64,
@@ -44,6 +47,7 @@ impl Secret {
             versions: BTreeMap::new(),
             current_version: 0,
             oldest_version: 0,
+            metadata_version: 0,
             created_time: now,
             updated_time: now,
             max_versions: 0,
@@ -95,7 +99,6 @@ impl KvStore {
                 },
             );
             s.current_version = 1;
-            s.oldest_version = 1;
             self.v2.insert(k, s);
         }
         self.version = 2;
@@ -153,13 +156,14 @@ pub fn handle(core: &mut Core, req: &mut Req, mount: &str, sub: &str) -> ApiResu
         return Err(ApiError::unsupported_path());
     };
     let default_ttl = entry.default_ttl();
+    let flavor = core.flavor;
     let Backend::Kv(kv) = &mut entry.backend else {
         return Err(ApiError::unsupported_path());
     };
     if kv.version == 1 {
         v1(kv, req, sub, default_ttl)
     } else {
-        v2(kv, req, sub)
+        v2(kv, req, sub, flavor)
     }
 }
 
@@ -210,7 +214,7 @@ fn invalid_path() -> Reply {
     })
 }
 
-fn v2(kv: &mut KvStore, req: &Req, sub: &str) -> ApiResult<Reply> {
+fn v2(kv: &mut KvStore, req: &Req, sub: &str, flavor: Flavor) -> ApiResult<Reply> {
     if sub == "config" {
         return config(kv, req);
     }
@@ -220,7 +224,7 @@ fn v2(kv: &mut KvStore, req: &Req, sub: &str) -> ApiResult<Reply> {
     };
     match kind {
         "data" => data(kv, req, key),
-        "metadata" => metadata(kv, req, key),
+        "metadata" => metadata(kv, req, key, flavor),
         "delete" | "undelete" | "destroy" => versions_op(kv, req, kind, key),
         "subkeys" => subkeys(kv, req, key),
         _ => Ok(invalid_path()),
@@ -394,12 +398,12 @@ fn write(kv: &mut KvStore, req: &Req, key: &str, now: SystemTime) -> ApiResult<R
     } else {
         10
     };
-    while s.versions.len() as u64 > max {
-        if let Some(first) = s.versions.keys().next().copied() {
-            s.versions.remove(&first);
-        }
+    // Vault's `KeyMetadata.AddVersion`: `oldest_version` stays 0 until a version is pruned.
+    if n - s.oldest_version >= max {
+        let last_dropped = n - max;
+        s.versions.retain(|v, _| *v > last_dropped);
+        s.oldest_version = last_dropped + 1;
     }
-    s.oldest_version = s.versions.keys().next().copied().unwrap_or(0);
     let v = s
         .versions
         .get(&n)
@@ -461,7 +465,7 @@ fn versions_op(kv: &mut KvStore, req: &Req, kind: &str, key: &str) -> ApiResult<
     Ok(Reply::NoContent)
 }
 
-fn metadata(kv: &mut KvStore, req: &Req, key: &str) -> ApiResult<Reply> {
+fn metadata(kv: &mut KvStore, req: &Req, key: &str, flavor: Flavor) -> ApiResult<Reply> {
     let now = SystemTime::now();
     match req.op {
         Op::List => keys_reply(list_keys(kv.v2.keys(), key)),
@@ -481,7 +485,7 @@ fn metadata(kv: &mut KvStore, req: &Req, key: &str) -> ApiResult<Reply> {
                     )
                 })
                 .collect();
-            Ok(Reply::Logical(Logical::data(json!({
+            let mut data = json!({
                 "cas_required": s.cas_required,
                 "created_time": util::rfc3339_nano(s.created_time),
                 "current_version": s.current_version,
@@ -491,7 +495,13 @@ fn metadata(kv: &mut KvStore, req: &Req, key: &str) -> ApiResult<Reply> {
                 "oldest_version": s.oldest_version,
                 "updated_time": util::rfc3339_nano(s.updated_time),
                 "versions": versions,
-            }))))
+            });
+            // OpenBao versions the metadata itself (for check-and-set on metadata writes).
+            if flavor == Flavor::OpenBao {
+                data["current_metadata_version"] = json!(s.metadata_version);
+                data["metadata_cas_required"] = json!(false);
+            }
+            Ok(Reply::Logical(Logical::data(data)))
         }
         Op::Update | Op::Create | Op::Patch => {
             let s = kv
@@ -522,6 +532,7 @@ fn metadata(kv: &mut KvStore, req: &Req, key: &str) -> ApiResult<Reply> {
                 );
             }
             s.updated_time = now;
+            s.metadata_version += 1;
             Ok(Reply::NoContent)
         }
         Op::Delete => {

@@ -9,10 +9,12 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Map, Value};
 
 use crate::acl::Op;
-use crate::database::{self, DbLease};
+use crate::database;
 use crate::error::{ApiError, ApiResult};
-use crate::router::{Logical, Reply, Req};
-use crate::state::{Backend, Job, State};
+use crate::exchange::{Logical, Reply, Req};
+use crate::flavor::Flavor;
+use crate::job::{DbLease, Job};
+use crate::state::{Backend, State};
 use crate::util;
 
 /// Inputs of [`calculate_ttl`], named after `framework.CalculateTTL`'s arguments.
@@ -202,7 +204,7 @@ pub async fn handle(state: &Arc<State>, req: &mut Req, rest: &str) -> ApiResult<
             if id.is_empty() {
                 return Err(ApiError::bad_request("lease_id must be specified"));
             }
-            let sync = sync_flag(req)?;
+            let sync = sync_flag(req, state.flavor)?;
             let job = state.core().leases.remove(&id);
             req.jobs.extend(job);
             Ok(if sync {
@@ -213,7 +215,7 @@ pub async fn handle(state: &Arc<State>, req: &mut Req, rest: &str) -> ApiResult<
         }
         "revoke-prefix" | "revoke-force" if write => {
             let prefix = tail.trim_start_matches('/').to_string();
-            let sync = sync_flag(req)?;
+            let sync = sync_flag(req, state.flavor)?;
             let mut core = state.core();
             for id in core.leases.ids_with_prefix(&prefix) {
                 if let Some(j) = core.leases.remove(&id) {
@@ -233,7 +235,7 @@ pub async fn handle(state: &Arc<State>, req: &mut Req, rest: &str) -> ApiResult<
                 .leases
                 .get(&id)
                 .ok_or_else(|| ApiError::bad_request("invalid lease"))?;
-            Ok(Reply::Logical(Logical::data(lookup_data(l))))
+            Ok(Reply::Logical(Logical::data(lookup_data(l, state.flavor))))
         }
         "lookup" if req.op == Op::List => {
             let prefix = tail.trim_start_matches('/');
@@ -265,16 +267,18 @@ pub async fn handle(state: &Arc<State>, req: &mut Req, rest: &str) -> ApiResult<
     }
 }
 
-fn sync_flag(req: &Req) -> ApiResult<bool> {
+/// `sync` of the revoke endpoints: Vault queues by default (202), OpenBao 2.7 revokes
+/// before answering (204) unless `sync=false`.
+fn sync_flag(req: &Req, flavor: Flavor) -> ApiResult<bool> {
     req.data
         .get("sync")
         .map(util::parse_bool)
         .transpose()
         .map_err(ApiError::bad_request)
-        .map(|b| b.unwrap_or(false))
+        .map(|b| b.unwrap_or(flavor == Flavor::OpenBao))
 }
 
-fn lookup_data(l: &Lease) -> Value {
+fn lookup_data(l: &Lease, flavor: Flavor) -> Value {
     let now = SystemTime::now();
     let mut m = Map::new();
     m.insert(
@@ -289,6 +293,11 @@ fn lookup_data(l: &Lease) -> Value {
             .map(|t| json!(util::rfc3339_nano(t)))
             .unwrap_or(Value::Null),
     );
+    // OpenBao also names the path that issued the lease (the id without its suffix).
+    if flavor == Flavor::OpenBao {
+        let path = l.id.rsplit_once('/').map_or(l.id.as_str(), |(p, _)| p);
+        m.insert("path".into(), json!(path));
+    }
     m.insert("renewable".into(), json!(l.renewable));
     let ttl = l
         .expire_time

@@ -10,14 +10,19 @@
 //! - [`cli`]: command-line flags; [`run`] wires everything together.
 //! - [`server`]: TCP/TLS listener, hyper framing, fault injection, request log.
 //! - [`router`]: `/v1/` pipeline: parse, seal check, token + ACL, dispatch,
-//!   response wrapping, rendering.
+//!   response wrapping, rendering. Only the server imports it.
+//! - [`exchange`]: the request and reply types the router hands to the engines and
+//!   gets back; a leaf below both, so no engine imports the router.
 //! - [`envelope`]: Vault's JSON envelope and Go `encoding/json` quirks.
 //! - [`error`]: typed errors with Vault's exact texts.
+//! - [`flavor`]: what differs between the Vault and OpenBao personalities.
 //! - [`acl`]: HCL policy parsing and path matching.
-//! - [`tokens`], [`leases`], [`wrapping`]: the token store, lease TTL math
-//!   and `sys/leases/*`, response-wrapping tokens.
-//! - [`sys`]: `sys/*` (health, mounts, auth, policies, preflight, wrapping).
-//! - [`kv`]: KV v1 and v2. [`database`]: PostgreSQL dynamic and static roles.
+//! - [`tokens`] (with [`token_entry`]), [`leases`], [`wrapping`]: the token store,
+//!   lease TTL math and `sys/leases/*`, response-wrapping tokens.
+//! - [`sys`]: `sys/*`, one submodule per endpoint group (health, mounts, policies,
+//!   wrapping).
+//! - [`kv`]: KV v1 and v2. [`database`]: PostgreSQL dynamic and static roles;
+//!   [`job`]: the database work queued outside the state lock.
 //! - [`auth`]: approle, kubernetes, jwt logins.
 //! - [`controls`]: `/__devvault/` test controls.
 //! - [`scheduler`]: the single background task for expiry and rotation.
@@ -32,6 +37,9 @@ pub mod controls;
 pub mod database;
 pub mod envelope;
 pub mod error;
+pub mod exchange;
+pub mod flavor;
+pub mod job;
 pub mod kv;
 pub mod leases;
 pub mod router;
@@ -39,6 +47,7 @@ pub mod scheduler;
 pub mod server;
 pub mod state;
 pub mod sys;
+pub mod token_entry;
 pub mod tokens;
 pub mod util;
 pub mod wrapping;

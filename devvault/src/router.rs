@@ -3,7 +3,6 @@
 //! that owns the path, run revocation jobs, optionally wrap the response,
 //! and render the envelope.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -13,96 +12,15 @@ use serde_json::{Map, Value};
 use crate::acl::{cap, Op};
 use crate::auth;
 use crate::database;
-use crate::envelope::{self, Auth, HttpResponse};
+use crate::envelope::{self, HttpResponse};
 use crate::error::{ApiError, ApiResult};
+use crate::exchange::{HttpOut, Logical, Reply, Req};
+use crate::flavor::Flavor;
 use crate::kv;
-use crate::state::{Backend, Flavor, State};
+use crate::state::{Backend, State};
 use crate::sys;
-use crate::tokens::{self, TokenEntry};
+use crate::tokens;
 use crate::util;
-use crate::wrapping;
-
-/// A parsed logical request.
-pub struct Req {
-    pub request_id: String,
-    pub op: Op,
-    /// Logical path without `/v1/`; list requests end in `/`.
-    pub path: String,
-    /// Body (or query) parameters.
-    pub data: Map<String, Value>,
-    /// The token string presented, if any.
-    pub raw_token: Option<String>,
-    /// The calling token, once validated.
-    pub caller: Option<TokenEntry>,
-    pub wrap_ttl: Option<Duration>,
-    pub is_head: bool,
-    pub query: BTreeMap<String, String>,
-    pub content_type: String,
-    /// Database work to run before answering (revocations).
-    pub jobs: Vec<crate::state::Job>,
-}
-
-/// An envelope response as a handler builds it.
-#[derive(Debug, Default, Clone)]
-pub struct Logical {
-    /// Non-200 status: rendered as a raw envelope (`RespondWithStatusCode`).
-    pub status: Option<u16>,
-    pub data: Option<Value>,
-    pub lease_id: String,
-    pub renewable: bool,
-    pub lease_duration: i64,
-    pub warnings: Vec<String>,
-    pub auth: Option<Auth>,
-    /// Copy `data` keys to the top level (`HTTPSysInjector`).
-    pub inject: bool,
-    /// Overrides the mount type derived from the path.
-    pub mount_type: Option<String>,
-}
-
-impl Logical {
-    pub fn data(v: Value) -> Logical {
-        Logical {
-            data: Some(v),
-            ..Default::default()
-        }
-    }
-}
-
-/// What a handler answers.
-// One short-lived value per request; boxing the big variant buys nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum Reply {
-    /// 204, empty body.
-    NoContent,
-    /// 202, empty body (async lease revocation).
-    Accepted,
-    /// The standard envelope.
-    Logical(Logical),
-    /// A pre-serialised JSON body with its own status (sys/health).
-    Raw { status: u16, body: Vec<u8> },
-    /// An unwrapped response: the stored original bytes.
-    Unwrapped(Vec<u8>),
-    /// A response replaced by its wrapping token.
-    Wrapped(envelope::WrapInfo),
-}
-
-/// What goes back on the wire.
-pub struct HttpOut {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl HttpOut {
-    pub fn error(e: &ApiError) -> HttpOut {
-        HttpOut {
-            status: e.status,
-            headers: Vec::new(),
-            body: envelope::error_body(&e.errors, e.data.as_ref()),
-        }
-    }
-}
 
 /// Paths that need no token.
 fn unauthenticated(path: &str) -> bool {
@@ -146,47 +64,6 @@ fn token_of(h: &HeaderMap) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// Decodes `%XX` escapes; `plus_is_space` for query strings.
-fn percent_decode_with(s: &str, plus_is_space: bool) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Some(v) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if plus_is_space && b[i] == b'+' {
-            b' '
-        } else {
-            b[i]
-        });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn percent_decode(s: &str) -> String {
-    percent_decode_with(s, true)
-}
-
-/// Parses `a=b&c=d`.
-pub fn parse_query(q: &str) -> BTreeMap<String, String> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.find('=') {
-            Some(i) => (percent_decode(&p[..i]), percent_decode(&p[i + 1..])),
-            None => (percent_decode(p), String::new()),
-        })
-        .collect()
-}
-
 /// Parses the body: JSON object, or a form when so declared.
 fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Map<String, Value>> {
     let trimmed: &[u8] = body.trim_ascii();
@@ -197,7 +74,7 @@ fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Map<String, Value>> 
         && !matches!(trimmed.first(), Some(b'{') | Some(b'['))
     {
         let s = String::from_utf8_lossy(trimmed);
-        return Ok(parse_query(&s)
+        return Ok(util::parse_query(&s)
             .into_iter()
             .map(|(k, v)| (k, Value::String(v)))
             .collect());
@@ -264,7 +141,7 @@ async fn dispatch(
     body: &[u8],
     request_id: &str,
 ) -> ApiResult<(Reply, String, String)> {
-    let query = parse_query(query);
+    let query = util::parse_query(query);
     let content_type = header(headers, "content-type").unwrap_or("").to_string();
     let list_param = query
         .get("list")
@@ -285,7 +162,7 @@ async fn dispatch(
             })
         }
     };
-    let mut path = percent_decode_with(logical_path, false);
+    let mut path = util::percent_decode_path(logical_path);
     if op == Op::List && !path.ends_with('/') {
         path.push('/');
     }
@@ -389,18 +266,16 @@ fn authorize(state: &Arc<State>, req: &mut Req) -> ApiResult<Option<String>> {
         .get("token")
         .and_then(Value::as_str)
         .is_some_and(|s| !s.is_empty());
-    if matches!(
-        req.path.as_str(),
-        "sys/wrapping/unwrap" | "sys/wrapping/lookup"
-    ) && !body_token
-    {
+    // `sys/wrapping/lookup` is an unauthenticated path: anyone holding a wrapping token may
+    // look it up, with the token in the header or in the body.
+    if req.path == "sys/wrapping/lookup" || (req.path == "sys/wrapping/unwrap" && !body_token) {
         return Ok(None);
     }
     let Some(t) = token else {
         return if public {
             Ok(None)
         } else {
-            Err(ApiError::permission_denied())
+            Err(ApiError::missing_token(flavor))
         };
     };
     let entry = match core.tokens.live(&t, now) {
@@ -626,12 +501,4 @@ fn render(
             }
         }
     }
-}
-
-/// Unwraps (used by `sys/wrapping/unwrap`), single use.
-pub fn unwrap_token(state: &Arc<State>, token: &str) -> ApiResult<Vec<u8>> {
-    let mut core = state.core();
-    core.wraps
-        .take(token, SystemTime::now())
-        .ok_or_else(|| ApiError::bad_request(wrapping::INVALID_WRAP))
 }

@@ -19,7 +19,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::controls::{FaultAction, LogEntry};
 use crate::envelope;
-use crate::router::{self, HttpOut};
+use crate::exchange::HttpOut;
+use crate::router;
 use crate::state::State;
 use crate::util;
 

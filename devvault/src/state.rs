@@ -12,48 +12,14 @@ use tokio::sync::Notify;
 use crate::acl::{Acl, Policy, DEFAULT_POLICY};
 use crate::auth::{approle::Approle, jwt::Jwt, kubernetes::Kubernetes};
 use crate::controls::Controls;
-use crate::database::{pg::Pools, DbBackend, DbLease};
+use crate::database::{pg::Pools, DbBackend};
+use crate::flavor::Flavor;
+use crate::job::Job;
 use crate::kv::KvStore;
 use crate::leases::LeaseStore;
 use crate::tokens::TokenStore;
 use crate::util;
 use crate::wrapping::WrapStore;
-
-/// Which server to imitate where Vault and OpenBao differ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Flavor {
-    /// HashiCorp Vault (≥ 1.19): `mount_type`, `hvs.` tokens, 2-error invalid-token 403.
-    Vault,
-    /// OpenBao 2.x: no `mount_type`, `s.` tokens, 1-error invalid-token 403.
-    #[value(name = "openbao")]
-    OpenBao,
-}
-
-impl Flavor {
-    /// The `mount_type` envelope value, absent for OpenBao.
-    pub fn mount_type(self, t: &str) -> Option<String> {
-        match self {
-            Flavor::Vault => Some(t.to_string()),
-            Flavor::OpenBao => None,
-        }
-    }
-
-    /// Service token prefix.
-    pub fn token_prefix(self) -> &'static str {
-        match self {
-            Flavor::Vault => "hvs.",
-            Flavor::OpenBao => "s.",
-        }
-    }
-
-    /// Version reported by `sys/health` and `sys/seal-status`.
-    pub fn version(self) -> &'static str {
-        match self {
-            Flavor::Vault => "1.19.0",
-            Flavor::OpenBao => "2.3.1",
-        }
-    }
-}
 
 /// System defaults: Vault's `default_lease_ttl`/`max_lease_ttl` are both 768h.
 pub const SYSTEM_DEFAULT_TTL: Duration = Duration::from_secs(768 * 3600);
@@ -124,19 +90,6 @@ impl MountEntry {
     }
 }
 
-/// Background work that must run outside the core lock (database I/O).
-#[derive(Debug, Clone)]
-pub enum Job {
-    /// Drop a dynamic database user whose lease ended.
-    RevokeDb {
-        lease_id: String,
-        lease: DbLease,
-        attempt: u32,
-    },
-    /// Rotate a static role's password.
-    RotateStatic { mount: String, role: String },
-}
-
 /// Everything the API serves.
 pub struct Core {
     pub flavor: Flavor,
@@ -144,6 +97,8 @@ pub struct Core {
     pub mounts: BTreeMap<String, MountEntry>,
     pub auth_mounts: BTreeMap<String, MountEntry>,
     pub policies: BTreeMap<String, Policy>,
+    /// Per policy: how many times it was written and when last (OpenBao reports both).
+    pub policy_versions: BTreeMap<String, (u64, SystemTime)>,
     pub tokens: TokenStore,
     pub leases: LeaseStore,
     pub wraps: WrapStore,
@@ -196,8 +151,10 @@ impl Core {
             MountEntry::new("token/", "token", "token based credentials", Backend::Token),
         );
         let mut policies = BTreeMap::new();
+        let mut policy_versions = BTreeMap::new();
         if let Ok(p) = Policy::parse(DEFAULT_POLICY) {
             policies.insert("default".to_string(), p);
+            policy_versions.insert("default".to_string(), (1, SystemTime::now()));
         }
         let mut tokens = TokenStore::default();
         tokens.insert_root(root_token);
@@ -207,6 +164,7 @@ impl Core {
             mounts,
             auth_mounts,
             policies,
+            policy_versions,
             tokens,
             leases: LeaseStore::default(),
             wraps: WrapStore::default(),

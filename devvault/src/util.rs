@@ -2,12 +2,26 @@
 //! formatting, and lenient parsing of request fields the way Vault's
 //! `framework.FieldData` accepts them (ints, numeric strings, duration strings).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use serde_json::Value;
 
 const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// Parses `a=b&c=d` (a query string or a form body); `+` is a space, and the last of
+/// repeated keys wins.
+pub fn parse_query(q: &str) -> BTreeMap<String, String> {
+    form_urlencoded::parse(q.as_bytes()).into_owned().collect()
+}
+
+/// Decodes `%XX` escapes in a URL path (where `+` stays a plus).
+pub fn percent_decode_path(p: &str) -> String {
+    percent_encoding::percent_decode_str(p)
+        .decode_utf8_lossy()
+        .into_owned()
+}
 
 /// Random base62 string, used for token ids, accessors and lease suffixes.
 pub fn random_base62(n: usize) -> String {
@@ -334,6 +348,18 @@ pub fn comma_list_pem(v: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_and_path_decoding() {
+        let q = parse_query("list=true&lease_id=database%2Fcreds%2Fa+b&x&x=2");
+        assert_eq!(q.get("list").map(String::as_str), Some("true"));
+        assert_eq!(
+            q.get("lease_id").map(String::as_str),
+            Some("database/creds/a b")
+        );
+        assert_eq!(q.get("x").map(String::as_str), Some("2"));
+        assert_eq!(percent_decode_path("kv/a%20b+c%2Fd"), "kv/a b+c/d");
+    }
 
     #[test]
     fn human_duration_matches_vault() {

@@ -9,7 +9,8 @@ use serde_json::{json, Map, Value};
 use super::{login, str_field, LoginGrant, TokenParams};
 use crate::acl::Op;
 use crate::error::{ApiError, ApiResult};
-use crate::router::{Logical, Reply, Req};
+use crate::exchange::{Logical, Reply, Req};
+use crate::flavor::Flavor;
 use crate::state::{Backend, Core};
 use crate::util;
 
@@ -96,9 +97,10 @@ pub fn handle(core: &mut Core, req: &mut Req, mount: &str, sub: &str) -> ApiResu
         None => (rest, ""),
     };
     let name = name.to_string();
+    let flavor = core.flavor;
     let a = mount_state(core, mount)?;
     match tail {
-        "" => role(a, req, &name),
+        "" => role(a, req, &name, flavor),
         "role-id" => role_id(a, req, &name),
         "secret-id" | "custom-secret-id" | "secret-id/" => {
             secret_id(a, req, &name, tail == "custom-secret-id")
@@ -115,17 +117,24 @@ pub fn handle(core: &mut Core, req: &mut Req, mount: &str, sub: &str) -> ApiResu
     }
 }
 
-fn role(a: &mut Approle, req: &Req, name: &str) -> ApiResult<Reply> {
+fn role(a: &mut Approle, req: &Req, name: &str, flavor: Flavor) -> ApiResult<Reply> {
     match req.op {
         Op::Read => {
             let r = a.roles.get(name).ok_or_else(ApiError::not_found)?;
             let mut m = Map::new();
             m.insert("bind_secret_id".into(), json!(r.bind_secret_id));
             m.insert("local_secret_ids".into(), json!(false));
-            m.insert("secret_id_bound_cidrs".into(), json!([]));
+            // OpenBao keeps an unset list as nil.
+            m.insert(
+                "secret_id_bound_cidrs".into(),
+                match flavor {
+                    Flavor::Vault => json!([]),
+                    Flavor::OpenBao => Value::Null,
+                },
+            );
             m.insert("secret_id_num_uses".into(), json!(r.secret_id_num_uses));
             m.insert("secret_id_ttl".into(), json!(util::secs(r.secret_id_ttl)));
-            r.token.populate(&mut m);
+            r.token.populate(&mut m, flavor);
             if !r.token.period.is_zero() {
                 m.insert("period".into(), json!(util::secs(r.token.period)));
             }

@@ -10,7 +10,8 @@ use serde_json::{json, Map, Value};
 use super::{login, pem_is_public_key, str_field, verify_jwt, JwtError, LoginGrant, TokenParams};
 use crate::acl::Op;
 use crate::error::{ApiError, ApiResult};
-use crate::router::{Logical, Reply, Req};
+use crate::exchange::{Logical, Reply, Req};
+use crate::flavor::Flavor;
 use crate::state::{Backend, Core};
 use crate::util;
 
@@ -32,6 +33,8 @@ pub struct Role {
     pub bound_claims: Map<String, Value>,
     pub claim_mappings: BTreeMap<String, String>,
     pub clock_skew_leeway: u64,
+    /// The leeway as written, if it was (OpenBao reports 0 for an unset one).
+    pub clock_skew_given: Option<u64>,
     pub token: TokenParams,
 }
 
@@ -63,7 +66,10 @@ pub fn handle(core: &mut Core, req: &mut Req, mount: &str, sub: &str) -> ApiResu
             }
             Ok(Reply::Logical(Logical::data(json!({ "keys": keys }))))
         }
-        s if s.starts_with("role/") => role(mount_state(core, mount)?, req, &s["role/".len()..]),
+        s if s.starts_with("role/") => {
+            let flavor = core.flavor;
+            role(mount_state(core, mount)?, req, &s["role/".len()..], flavor)
+        }
         "login" => Err(ApiError::unsupported_operation()),
         _ => Err(ApiError::unsupported_path()),
     }
@@ -121,7 +127,7 @@ fn config(j: &mut Jwt, req: &Req) -> ApiResult<Reply> {
     }
 }
 
-fn role(j: &mut Jwt, req: &Req, name: &str) -> ApiResult<Reply> {
+fn role(j: &mut Jwt, req: &Req, name: &str, flavor: Flavor) -> ApiResult<Reply> {
     match req.op {
         Op::Read => {
             let r = j.roles.get(name).ok_or_else(ApiError::not_found)?;
@@ -154,7 +160,24 @@ fn role(j: &mut Jwt, req: &Req, name: &str) -> ApiResult<Reply> {
             m.insert("user_claim".into(), json!(r.user_claim));
             m.insert("user_claim_json_pointer".into(), json!(false));
             m.insert("verbose_oidc_logging".into(), json!(false));
-            r.token.populate(&mut m);
+            if flavor == Flavor::OpenBao {
+                // OpenBao 2.7 reports unset leeways as 0 (its JWT library then applies its
+                // own defaults) and has OIDC fields of its own.
+                m.insert("allowed_redirect_uris".into(), Value::Null);
+                m.insert(
+                    "clock_skew_leeway".into(),
+                    json!(r.clock_skew_given.unwrap_or(0)),
+                );
+                m.insert("expiration_leeway".into(), json!(0));
+                m.insert("not_before_leeway".into(), json!(0));
+                m.insert("callback_mode".into(), json!("client"));
+                m.insert("max_age".into(), json!(0));
+                m.insert("oauth2_metadata".into(), Value::Null);
+                m.insert("oidc_disable_confirmation".into(), json!(false));
+                m.insert("oidc_scopes".into(), Value::Null);
+                m.insert("token_policies_template_claims".into(), json!(false));
+            }
+            r.token.populate(&mut m, flavor);
             Ok(Reply::Logical(Logical::data(Value::Object(m))))
         }
         Op::Update | Op::Create => {
@@ -192,6 +215,7 @@ fn role(j: &mut Jwt, req: &Req, name: &str) -> ApiResult<Reply> {
                 r.clock_skew_leeway = util::parse_duration(v)
                     .map_err(ApiError::bad_request)?
                     .as_secs();
+                r.clock_skew_given = Some(r.clock_skew_leeway);
             }
             r.token.update(d)?;
             if r.user_claim.is_empty() {
@@ -235,6 +259,34 @@ fn claim_values(v: Option<&Value>) -> Vec<String> {
     }
 }
 
+/// The claim-validation texts, which differ between Vault's and OpenBao 2.7's JWT plugins
+/// (OpenBao's texts checked against the real server by tests/conformance.rs).
+struct ClaimTexts {
+    expired: &'static str,
+    not_yet_valid: &'static str,
+    issuer: &'static str,
+    audience: &'static str,
+}
+
+impl ClaimTexts {
+    fn of(flavor: Flavor) -> ClaimTexts {
+        match flavor {
+            Flavor::Vault => ClaimTexts {
+                expired: "error validating claims: validation failed, token is expired (exp)",
+                not_yet_valid: "error validating claims: validation failed, token not valid yet (nbf)",
+                issuer: "error validating claims: validation failed, invalid issuer claim (iss)",
+                audience: "error validating claims: invalid audience (aud) claim: audience claim does not match any expected audience",
+            },
+            Flavor::OpenBao => ClaimTexts {
+                expired: "invalid expiration time (exp) claim: token is expired",
+                not_yet_valid: "invalid not before (nbf) claim: token not yet valid",
+                issuer: "invalid issuer (iss) claim",
+                audience: "invalid audience (aud) claim: audience claim does not match any expected audience",
+            },
+        }
+    }
+}
+
 fn invalid(msg: &str) -> ApiError {
     ApiError::bad_request(format!("error validating token: {msg}"))
 }
@@ -265,18 +317,17 @@ fn do_login(core: &mut Core, req: &Req, mount: &str) -> ApiResult<Reply> {
     if token.is_empty() {
         return Err(ApiError::bad_request("missing token"));
     }
+    let texts = ClaimTexts::of(core.flavor);
     let claims = verify_jwt(token, &cfg.pubkeys, role.clock_skew_leeway).map_err(|e| match e {
         JwtError::Signature => invalid("error verifying token signature: no known key successfully validated the token signature"),
-        JwtError::Expired => invalid("error validating claims: validation failed, token is expired (exp)"),
-        JwtError::NotYetValid => invalid("error validating claims: validation failed, token not valid yet (nbf)"),
+        JwtError::Expired => invalid(texts.expired),
+        JwtError::NotYetValid => invalid(texts.not_yet_valid),
         other => invalid(&other.to_string()),
     })?;
     if !cfg.bound_issuer.is_empty()
         && claims.get("iss").and_then(Value::as_str) != Some(cfg.bound_issuer.as_str())
     {
-        return Err(invalid(
-            "error validating claims: validation failed, invalid issuer claim (iss)",
-        ));
+        return Err(invalid(texts.issuer));
     }
     let aud = claim_values(claims.get("aud"));
     if role.bound_audiences.is_empty() {
@@ -286,16 +337,15 @@ fn do_login(core: &mut Core, req: &Req, mount: &str) -> ApiResult<Reply> {
             ));
         }
     } else if !aud.iter().any(|a| role.bound_audiences.contains(a)) {
-        return Err(invalid(
-            "error validating claims: invalid audience (aud) claim: audience claim does not match any expected audience",
-        ));
+        return Err(invalid(texts.audience));
     }
     if !role.bound_subject.is_empty()
         && claims.get("sub").and_then(Value::as_str) != Some(role.bound_subject.as_str())
     {
-        return Err(ApiError::bad_request(
-            "sub claim does not match expected value",
-        ));
+        return Err(match core.flavor {
+            Flavor::Vault => ApiError::bad_request("sub claim does not match expected value"),
+            Flavor::OpenBao => invalid("invalid subject (sub) claim"),
+        });
     }
     for (k, want) in &role.bound_claims {
         let allowed = claim_values(Some(want));

@@ -11,7 +11,8 @@ use serde_json::{json, Map, Value};
 use super::{glob_match, login, pem_is_public_key, str_field, verify_jwt, LoginGrant, TokenParams};
 use crate::acl::Op;
 use crate::error::{ApiError, ApiResult};
-use crate::router::{Logical, Reply, Req};
+use crate::exchange::{Logical, Reply, Req};
+use crate::flavor::Flavor;
 use crate::state::{Backend, Core};
 use crate::util;
 
@@ -65,7 +66,10 @@ pub fn handle(core: &mut Core, req: &mut Req, mount: &str, sub: &str) -> ApiResu
             }
             Ok(Reply::Logical(Logical::data(json!({ "keys": keys }))))
         }
-        s if s.starts_with("role/") => role(mount_state(core, mount)?, req, &s["role/".len()..]),
+        s if s.starts_with("role/") => {
+            let flavor = core.flavor;
+            role(mount_state(core, mount)?, req, &s["role/".len()..], flavor)
+        }
         "login" => Err(ApiError::unsupported_operation()),
         _ => Err(ApiError::unsupported_path()),
     }
@@ -128,7 +132,7 @@ fn config(k: &mut Kubernetes, req: &Req) -> ApiResult<Reply> {
     }
 }
 
-fn role(k: &mut Kubernetes, req: &Req, name: &str) -> ApiResult<Reply> {
+fn role(k: &mut Kubernetes, req: &Req, name: &str, flavor: Flavor) -> ApiResult<Reply> {
     match req.op {
         Op::Read => {
             let r = k.roles.get(name).ok_or_else(ApiError::not_found)?;
@@ -148,7 +152,7 @@ fn role(k: &mut Kubernetes, req: &Req, name: &str) -> ApiResult<Reply> {
                 "bound_service_account_namespaces".into(),
                 json!(r.namespaces),
             );
-            r.token.populate(&mut m);
+            r.token.populate(&mut m, flavor);
             Ok(Reply::Logical(Logical::data(Value::Object(m))))
         }
         Op::Update | Op::Create => {

@@ -12,7 +12,8 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, ApiResult};
-use crate::router::{Logical, Reply};
+use crate::exchange::{Logical, Reply};
+use crate::flavor::Flavor;
 use crate::state::Core;
 use crate::tokens::{self, TokenSpec};
 use crate::util;
@@ -82,8 +83,11 @@ impl TokenParams {
     }
 
     /// `PopulateTokenData`: the fields a role read returns.
-    pub fn populate(&self, m: &mut Map<String, Value>) {
+    pub fn populate(&self, m: &mut Map<String, Value>, flavor: Flavor) {
         m.insert("token_bound_cidrs".into(), json!([]));
+        if flavor == Flavor::OpenBao {
+            m.insert("token_strictly_bind_ip".into(), json!(false));
+        }
         m.insert(
             "token_explicit_max_ttl".into(),
             json!(util::secs(self.explicit_max_ttl)),

@@ -15,9 +15,11 @@ use serde_json::{json, Map, Value};
 
 use crate::acl::Op;
 use crate::error::{ApiError, ApiResult};
+use crate::exchange::{Logical, Reply, Req};
+use crate::flavor::Flavor;
+use crate::job::{DbLease, Job};
 use crate::leases::{calculate_ttl, Lease, TtlInput};
-use crate::router::{Logical, Reply, Req};
-use crate::state::{Backend, Core, Job, State};
+use crate::state::{Backend, Core, State};
 use crate::util;
 use cron::Cron;
 pub use pg::{ConnSpec, Pools};
@@ -116,19 +118,6 @@ impl StaticRole {
             .map(|d| d.as_secs_f64().round() as i64)
             .unwrap_or(0)
     }
-}
-
-/// What a dynamic lease must remember to renew and revoke its user, even if
-/// the role or config is later deleted.
-#[derive(Debug, Clone)]
-pub struct DbLease {
-    pub mount: String,
-    pub role: String,
-    pub username: String,
-    pub db_name: String,
-    pub conn: ConnSpec,
-    pub revocation: Vec<String>,
-    pub renew: Vec<String>,
 }
 
 /// One database mount.
@@ -270,7 +259,7 @@ pub async fn handle(state: &Arc<State>, req: &mut Req, mount: &str, sub: &str) -
                 .ok_or_else(|| ApiError::bad_request(format!("unknown role: {name}")))?;
             Ok(Reply::Logical(Logical::data(static_creds_data(
                 r,
-                flavor == crate::state::Flavor::OpenBao,
+                flavor == Flavor::OpenBao,
             ))))
         }
         "rotate-role" if write => {
@@ -331,7 +320,7 @@ async fn config(state: &Arc<State>, req: &Req, mount: &str, name: &str) -> ApiRe
             let b = backend(&mut core, mount)?;
             let c = b.configs.get(name).ok_or_else(ApiError::not_found)?;
             // Like Vault, the password is never returned.
-            Ok(Reply::Logical(Logical::data(json!({
+            let mut data = json!({
                 "allowed_roles": c.allowed_roles,
                 "connection_details": {
                     "connection_url": c.connection_url,
@@ -342,7 +331,14 @@ async fn config(state: &Arc<State>, req: &Req, mount: &str, name: &str) -> ApiRe
                 "plugin_version": "",
                 "root_credentials_rotate_statements": c.root_rotation_statements,
                 "verify_connection": c.verify_connection,
-            }))))
+            });
+            // OpenBao 2.7 does not echo verify_connection back.
+            if state.flavor == Flavor::OpenBao {
+                if let Value::Object(m) = &mut data {
+                    m.remove("verify_connection");
+                }
+            }
+            Ok(Reply::Logical(Logical::data(data)))
         }
         Op::Delete => {
             let mut core = state.core();
@@ -645,12 +641,16 @@ async fn static_role(state: &Arc<State>, req: &Req, mount: &str, name: &str) -> 
             m.insert("credential_type".into(), json!("password"));
             m.insert("db_name".into(), json!(r.db_name));
             m.insert("rotation_statements".into(), json!(r.rotation_statements));
-            m.insert("skip_import_rotation".into(), json!(r.skip_import_rotation));
             m.insert("username".into(), json!(r.username));
             if let Some(t) = r.last_vault_rotation {
                 m.insert("last_vault_rotation".into(), json!(util::rfc3339_nano(t)));
             }
-            m.insert("ttl".into(), json!(r.ttl(SystemTime::now())));
+            // OpenBao 2.7 has no skip_import_rotation and reports the time to the next
+            // rotation only through static-creds.
+            if state.flavor == Flavor::Vault {
+                m.insert("skip_import_rotation".into(), json!(r.skip_import_rotation));
+                m.insert("ttl".into(), json!(r.ttl(SystemTime::now())));
+            }
             if !r.rotation_period.is_zero() {
                 m.insert(
                     "rotation_period".into(),
@@ -709,7 +709,7 @@ fn write_static_role(state: &Arc<State>, req: &Req, mount: &str, name: &str) -> 
     let mut r = existing.unwrap_or(StaticRole {
         db_name: String::new(),
         username: String::new(),
-        rotation_statements: vec![DEFAULT_ROTATION.to_string()],
+        rotation_statements: Vec::new(),
         rotation_period: Duration::ZERO,
         rotation_schedule: String::new(),
         rotation_window: Duration::ZERO,
@@ -745,12 +745,7 @@ fn write_static_role(state: &Arc<State>, req: &Req, mount: &str, name: &str) -> 
         ));
     }
     if let Some(v) = d.get("rotation_statements") {
-        let s = util::statement_list(v);
-        r.rotation_statements = if s.is_empty() {
-            vec![DEFAULT_ROTATION.to_string()]
-        } else {
-            s
-        };
+        r.rotation_statements = util::statement_list(v);
     }
     let period = dur_field(d, "rotation_period")?;
     let schedule = d
@@ -858,8 +853,15 @@ pub async fn rotate_static(state: &Arc<State>, mount: &str, name: &str) -> Resul
         ));
     };
     let password = generate_password();
-    let stmts: Vec<String> = role
-        .rotation_statements
+    // Like the PostgreSQL plugin, an empty list means its default ALTER ROLE; the role
+    // itself keeps (and reads back) the empty list.
+    let default = [DEFAULT_ROTATION.to_string()];
+    let given: &[String] = if role.rotation_statements.is_empty() {
+        &default
+    } else {
+        &role.rotation_statements
+    };
+    let stmts: Vec<String> = given
         .iter()
         .map(|s| render(s, &role.username, &password, ""))
         .collect();
