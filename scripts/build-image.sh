@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# build-image.sh: build the vault-rotator image with podman from the local stand-in base
+# images, reusing this machine's cargo download cache. CI and tests/container_e2e.rs use it.
+#
+#   scripts/build-image.sh [TAG]          default TAG: localhost/vault-rotator:ci
+#
+# With a registry at hand, plain `podman build -t vault-rotator .` (or docker build) is all
+# a user needs; this script only adds what a machine without one needs:
+#   - BUILD_IMAGE is the stand-in from scripts/image-standins.sh (built when missing);
+#   - the cargo download cache ($CARGO_HOME/registry, filled by `cargo fetch --locked`) is
+#     mounted into the build, so no crate is downloaded twice. Mounts are not part of any
+#     layer, so the image is the same as without it;
+#   - --network host: the build container reaches crates.io the way the machine does.
+# podman's layer cache does the rest: with unchanged manifests the dependency layer is
+# reused; with unchanged sources the whole build is a cache hit.
+#
+# Prints the build time and the image size. Honours CONTAINERS_CONF (CI uses
+# .ci/containers.conf).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+TAG=${1:-localhost/vault-rotator:ci}
+STANDIN_RUST=${STANDIN_RUST:-localhost/vault-rotator-standin/rust:bookworm}
+REGISTRY_CACHE=${CARGO_HOME:-$HOME/.cargo}/registry
+
+if ! podman image exists "$STANDIN_RUST"; then
+  scripts/image-standins.sh
+fi
+
+volumes=()
+if [ -d "$REGISTRY_CACHE" ]; then
+  volumes=(--volume "$REGISTRY_CACHE:/usr/local/cargo/registry")
+fi
+
+start=$SECONDS
+podman build --network host --layers \
+  --build-arg "BUILD_IMAGE=$STANDIN_RUST" \
+  --build-arg "REVISION=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  "${volumes[@]}" \
+  --tag "$TAG" .
+size=$(podman image inspect --format '{{.Size}}' "$TAG")
+echo "build-image: $TAG built in $((SECONDS - start))s, $((size / 1000)) kB ($size bytes)"
