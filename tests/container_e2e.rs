@@ -60,7 +60,7 @@ fn podman() -> Command {
     if std::env::var_os("CONTAINERS_CONF").is_none() {
         c.env(
             "CONTAINERS_CONF",
-            testkit::bins::workspace_root().join(".ci/containers.conf"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/containers.conf"),
         );
     }
     c.stdin(Stdio::null());
@@ -101,7 +101,7 @@ fn missing_prerequisite() -> Option<String> {
 
 /// Runs a repository script; panics with its output when it fails.
 fn script(name: &str, args: &[&str]) -> String {
-    let root = testkit::bins::workspace_root();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut cmd = Command::new("bash");
     cmd.arg(root.join("scripts").join(name)).args(args);
     if std::env::var_os("CONTAINERS_CONF").is_none() {
