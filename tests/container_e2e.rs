@@ -2,8 +2,9 @@
 //!
 //! - The sidecar is the image built from the Dockerfile (`scripts/build-image.sh`), run the way
 //!   manifests/ runs it: user 65532, read-only root file system, every capability dropped,
-//!   no-new-privileges. It reaches Vault by a host name (`vault.test`, from the container's
-//!   /etc/hosts), which exercises the static binary's name resolution.
+//!   no-new-privileges. It reaches Vault by a short service name (`vault`), resolved by a
+//!   stand-in cluster DNS on loopback through the search domains and `ndots:5` of a
+//!   kubelet-style resolv.conf: the static binary's name resolution as a cluster needs it.
 //! - The example app (`examples/app.rs`, built on the host) runs in a second container from the
 //!   Debian stand-in image, as user 10001, locked down the same way.
 //! - The two share a tmpfs volume owned by group 2000 with the setgid bit, and both containers
@@ -24,9 +25,12 @@
 
 mod common;
 
+use std::net::UdpSocket;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -95,7 +99,9 @@ fn missing_prerequisite() -> Option<String> {
     match podman().arg("--version").output() {
         Ok(out) if out.status.success() => None,
         Ok(out) => Some(format!("podman --version failed: {}", text(&out))),
-        Err(e) => Some(format!("podman not found ({e}); apt-get install podman runc")),
+        Err(e) => Some(format!(
+            "podman not found ({e}); apt-get install podman runc"
+        )),
     }
 }
 
@@ -225,7 +231,11 @@ fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
 fn assert_locked_down(pid: u32, uid: u32, role: &str) {
     let st = proc_status(pid);
     let uids: Vec<&str> = status_field(&st, "Uid:").split_whitespace().collect();
-    assert_eq!(uids, vec![uid.to_string(); 4], "{role}: real/effective/saved/fs uid");
+    assert_eq!(
+        uids,
+        vec![uid.to_string(); 4],
+        "{role}: real/effective/saved/fs uid"
+    );
     let groups: Vec<&str> = status_field(&st, "Groups:").split_whitespace().collect();
     assert!(
         groups.contains(&FS_GROUP.to_string().as_str()),
@@ -238,7 +248,11 @@ fn assert_locked_down(pid: u32, uid: u32, role: &str) {
             "{role}: {cap} (all capabilities dropped)"
         );
     }
-    assert_eq!(status_field(&st, "NoNewPrivs:"), "1", "{role}: no_new_privs");
+    assert_eq!(
+        status_field(&st, "NoNewPrivs:"),
+        "1",
+        "{role}: no_new_privs"
+    );
     let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
     let root = mounts
         .lines()
@@ -249,6 +263,113 @@ fn assert_locked_down(pid: u32, uid: u32, role: &str) {
         opts.split(',').any(|o| o == "ro"),
         "{role}: root file system is not read-only: {root}"
     );
+}
+
+/// The cluster DNS stand-in: a tiny DNS server on a loopback address (port 53, as resolv.conf
+/// cannot name another) that answers A queries for `vault.<namespace>.svc.cluster.local` with
+/// 127.0.0.1, AAAA with no records, anything else with NXDOMAIN. It records every name asked
+/// for, so the test can see the resolver expanded a short name with the search domains.
+struct ClusterDns {
+    ip: std::net::Ipv4Addr,
+    asked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+const CLUSTER_DOMAIN: &str = "e2e.svc.cluster.local";
+
+impl ClusterDns {
+    fn start() -> ClusterDns {
+        // 127.53.x.y: out of the way of a local resolver on 127.0.0.53; retried on a clash.
+        let socket = (0..20)
+            .find_map(|i| {
+                let ip = std::net::Ipv4Addr::new(127, 53, (std::process::id() % 250) as u8, 1 + i);
+                UdpSocket::bind((ip, 53)).ok()
+            })
+            .expect("bind UDP port 53 on a 127.53.x.y address");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("socket timeout");
+        let ip = match socket.local_addr().expect("local addr").ip() {
+            std::net::IpAddr::V4(ip) => ip,
+            other => panic!("unexpected address {other}"),
+        };
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, st) = (asked.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !st.load(Ordering::Relaxed) {
+                let Ok((n, peer)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                if let Some((name, reply)) = dns_answer(&buf[..n]) {
+                    a.lock().expect("dns log").push(name);
+                    let _ = socket.send_to(&reply, peer);
+                }
+            }
+        });
+        ClusterDns {
+            ip,
+            asked,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// A resolv.conf as kubelet writes one for a pod in namespace `e2e`.
+    fn resolv_conf(&self) -> String {
+        format!(
+            "nameserver {}\nsearch {CLUSTER_DOMAIN} svc.cluster.local cluster.local\noptions ndots:5\n",
+            self.ip
+        )
+    }
+
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().expect("dns log").clone()
+    }
+}
+
+impl Drop for ClusterDns {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The queried name and the reply to one DNS query (RFC 1035), or None for a packet that is
+/// not a plain one-question query.
+fn dns_answer(q: &[u8]) -> Option<(String, Vec<u8>)> {
+    if q.len() < 12 || q[2] & 0x80 != 0 || u16::from_be_bytes([q[4], q[5]]) != 1 {
+        return None;
+    }
+    let mut labels = Vec::new();
+    let mut i = 12;
+    loop {
+        let len = usize::from(*q.get(i)?);
+        i += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(q.get(i..i + len)?).to_lowercase());
+        i += len;
+    }
+    let qtype = u16::from_be_bytes([*q.get(i)?, *q.get(i + 1)?]);
+    let question_end = i + 4;
+    let name = labels.join(".");
+    let known = name == format!("vault.{CLUSTER_DOMAIN}");
+    let answer_a = known && qtype == 1;
+    let mut r = q.get(..question_end)?.to_vec();
+    r[2] = 0x84 | (q[2] & 0x01); // response, authoritative, recursion desired copied
+    r[3] = 0x80 | if known { 0 } else { 3 }; // recursion available; NOERROR or NXDOMAIN
+    r[6..12].copy_from_slice(&[0, u8::from(answer_a), 0, 0, 0, 0]);
+    if answer_a {
+        // Name pointer to the question, type A, class IN, TTL 5 s, 4 bytes: 127.0.0.1.
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4, 127, 0, 0, 1]);
+    }
+    Some((name, r))
 }
 
 /// The usernames of the sidecar's "wrote new credential" lines, in order (both runs).
@@ -314,13 +435,18 @@ async fn sidecar_image_and_app_share_a_volume_in_a_pod() {
     owned_file(&auth.join("secret-id"), &secret_id, SIDECAR_UID);
     let app_out = owned_dir(work.path().join("app-out"), APP_UID, 0o700);
     let probe_port = free_port();
+    let dns = ClusterDns::start();
+    let resolv = work.path().join("resolv.conf");
+    std::fs::write(&resolv, dns.resolv_conf()).expect("write resolv.conf");
     let pod = Pod::create();
 
     let vol_mount = format!("{}:/run/secrets/db", volume.path.display());
     let auth_mount = format!("{}:/etc/vault-rotator:ro", auth.display());
     let sidecar_user = format!("{SIDECAR_UID}:{SIDECAR_UID}");
     let fs_group = FS_GROUP.to_string();
-    let vault_addr = format!("http://vault.test:{vault_port}");
+    let resolv_mount = format!("{}:/etc/resolv.conf:ro", resolv.display());
+    // A short service name, as in a cluster: resolved through resolv.conf's search domains.
+    let vault_addr = format!("http://vault:{vault_port}");
     let listen = format!("127.0.0.1:{probe_port}");
     let sidecar = pod.container("sidecar");
     #[rustfmt::skip]
@@ -328,8 +454,7 @@ async fn sidecar_image_and_app_share_a_volume_in_a_pod() {
         "run", "--detach", "--pod", &pod.name, "--name", &sidecar, "--network", "host",
         "--user", &sidecar_user, "--group-add", &fs_group,
         "--read-only", "--cap-drop", "all", "--security-opt", "no-new-privileges",
-        "--add-host", "vault.test:127.0.0.1",
-        "--volume", &vol_mount, "--volume", &auth_mount,
+        "--volume", &vol_mount, "--volume", &auth_mount, "--volume", &resolv_mount,
         &image,
         "--vault-addr", &vault_addr,
         "--auth", "approle",
@@ -378,6 +503,13 @@ async fn sidecar_image_and_app_share_a_volume_in_a_pod() {
         "owner, group (inherited from the setgid volume) and --file-mode"
     );
     assert_locked_down(pod.pid("sidecar"), SIDECAR_UID, "sidecar");
+    // The static binary found Vault through DNS, after the search domain made the short name
+    // a fully qualified one.
+    let asked = dns.asked();
+    assert!(
+        asked.contains(&format!("vault.{CLUSTER_DOMAIN}")),
+        "DNS queries seen: {asked:?}"
+    );
     assert_locked_down(pod.pid("app"), APP_UID, "app");
 
     // The app's user reads it through the group; a user outside the group cannot.
@@ -417,6 +549,9 @@ async fn sidecar_image_and_app_share_a_volume_in_a_pod() {
         pod.logs("sidecar")
     );
     eprintln!("container_e2e: sidecar stopped with exit 0 in {stop_took:?}");
+    for line in pod.logs("sidecar").lines().filter(|l| l.contains("stop")) {
+        eprintln!("container_e2e: sidecar: {line}");
+    }
 
     // The restarted sidecar (same container, same volume, as kubelet restarts one) is ready
     // again, and the app holds a working credential.
