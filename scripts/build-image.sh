@@ -11,6 +11,8 @@
 #     mounted into the build, so no crate is downloaded twice. Mounts are not part of any
 #     layer, so the image is the same as without it;
 #   - --network host: the build container reaches crates.io the way the machine does.
+# The revision is set with --label rather than the REVISION build argument: podman's layer
+# cache (buildah 1.28) ignores a changed build argument and would keep a stale label.
 # podman's layer cache does the rest: with unchanged manifests the dependency layer is
 # reused; with unchanged sources the whole build is a cache hit.
 #
@@ -36,7 +38,7 @@ fi
 start=$SECONDS
 podman build --network host --layers \
   --build-arg "BUILD_IMAGE=$STANDIN_RUST" \
-  --build-arg "REVISION=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  --label "org.opencontainers.image.revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
   "${volumes[@]}" \
   --tag "$TAG" .
 size=$(podman image inspect --format '{{.Size}}' "$TAG")
