@@ -35,11 +35,30 @@ if [ -d "$REGISTRY_CACHE" ]; then
   volumes=(--volume "$REGISTRY_CACHE:/usr/local/cargo/registry")
 fi
 
+# podman's layer cache (buildah 1.28) keys a COPY on the files' modes as well as their bytes,
+# so a checkout made under another umask (0664 files instead of 0644) would miss the cache on
+# the first COPY and recompile every dependency. Build from a staged copy of the files git
+# knows (tracked, plus untracked ones not ignored: the working tree as it is) with normalized
+# modes (0644, 0755 when executable), owner and mtime (1970). The Dockerfile touches the crate
+# roots, so Cargo still rebuilds the crate from the sources.
+context=.
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  context=$(mktemp -d)
+  trap 'rm -rf "$context"' EXIT
+  git ls-files -z --cached --others --exclude-standard \
+    | xargs -0 sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh \
+    | tar --null --files-from=- --owner=0 --group=0 --numeric-owner -cf - \
+    | tar -xf - -C "$context"
+  # Directories too: `COPY . .` sees them.
+  chmod -R u=rwX,go=rX "$context"
+  find "$context" -exec touch -h -d @0 {} +
+fi
+
 start=$SECONDS
-podman build --network host --layers \
+podman build --network host --layers --file Dockerfile \
   --build-arg "BUILD_IMAGE=$STANDIN_RUST" \
   --label "org.opencontainers.image.revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
   "${volumes[@]}" \
-  --tag "$TAG" .
+  --tag "$TAG" "$context"
 size=$(podman image inspect --format '{{.Size}}' "$TAG")
 echo "build-image: $TAG built in $((SECONDS - start))s, $((size / 1000)) kB ($size bytes)"

@@ -23,17 +23,20 @@
 //! podman's layer cache, which is a cache hit when CI's `image` step built it already; set
 //! VAULT_ROTATOR_TEST_IMAGE to test an existing image instead.
 
+#[path = "container_e2e/cluster_dns.rs"]
+mod cluster_dns;
 mod common;
+#[path = "container_e2e/pod.rs"]
+mod pod;
 
-use std::net::UdpSocket;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cluster_dns::{ClusterDns, CLUSTER_DOMAIN};
 use common::*;
+use pod::{assert_locked_down, podman, podman_ok, text, Pod, SharedVolume};
 use serde_json::Value;
 
 const SEC: fn(u64) -> Duration = Duration::from_secs;
@@ -56,39 +59,6 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
         .unwrap_or(false)
-}
-
-/// `podman` with the repository's containers.conf unless the caller chose one.
-fn podman() -> Command {
-    let mut c = Command::new("podman");
-    if std::env::var_os("CONTAINERS_CONF").is_none() {
-        c.env(
-            "CONTAINERS_CONF",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/containers.conf"),
-        );
-    }
-    c.stdin(Stdio::null());
-    c
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Runs podman and returns its stdout; panics with its output when it fails.
-fn podman_ok(args: &[&str]) -> String {
-    let out = podman().args(args).output().expect("run podman");
-    assert!(
-        out.status.success(),
-        "podman {} failed: {}",
-        args.join(" "),
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Why this machine cannot run the test, if it cannot.
@@ -131,245 +101,6 @@ fn image() -> String {
         eprintln!("container_e2e: {line}");
     }
     DEFAULT_TAG.to_string()
-}
-
-/// A tmpfs on the host, group `FS_GROUP` with the setgid bit (files created in it inherit the
-/// group), as kubelet prepares an emptyDir with fsGroup. Unmounted on drop.
-struct SharedVolume {
-    path: PathBuf,
-}
-
-impl SharedVolume {
-    fn mount(path: PathBuf) -> SharedVolume {
-        std::fs::create_dir(&path).expect("create volume dir");
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size=1m,uid=0,gid={FS_GROUP},mode=2770"))
-            .arg("tmpfs")
-            .arg(&path)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "mount tmpfs on {}", path.display());
-        SharedVolume { path }
-    }
-}
-
-impl Drop for SharedVolume {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        }
-    }
-}
-
-/// A podman pod; removed with its containers on drop, also when the test fails.
-struct Pod {
-    name: String,
-}
-
-impl Pod {
-    fn create() -> Pod {
-        let name = format!("vr-e2e-{}", std::process::id());
-        // No infra container: every member joins the host network itself (the brief of this
-        // test is "PostgreSQL and Vault on the host"), so there is no namespace to share.
-        podman_ok(&["pod", "create", "--infra=false", "--name", &name]);
-        Pod { name }
-    }
-
-    fn container(&self, role: &str) -> String {
-        format!("{}-{role}", self.name)
-    }
-
-    fn logs(&self, role: &str) -> String {
-        let out = podman()
-            .args(["logs", &self.container(role)])
-            .output()
-            .expect("podman logs");
-        text(&out)
-    }
-
-    fn inspect(&self, role: &str, format: &str) -> String {
-        podman_ok(&["inspect", "--format", format, &self.container(role)])
-    }
-
-    /// The host PID of the container's PID 1.
-    fn pid(&self, role: &str) -> u32 {
-        let pid = self.inspect(role, "{{.State.Pid}}");
-        pid.parse()
-            .unwrap_or_else(|_| panic!("{role}: no PID ({pid:?}); logs:\n{}", self.logs(role)))
-    }
-}
-
-impl Drop for Pod {
-    fn drop(&mut self) {
-        let _ = podman()
-            .args(["pod", "rm", "--force", "--time", "0", &self.name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// The lines of /proc/PID/status that show a process's identity and privileges.
-fn proc_status(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status")
-}
-
-fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .map(str::trim)
-        .unwrap_or_else(|| panic!("{key} missing in /proc status"))
-}
-
-/// Asserts what the pod spec promises about a container's PID 1, seen from the host.
-fn assert_locked_down(pid: u32, uid: u32, role: &str) {
-    let st = proc_status(pid);
-    let uids: Vec<&str> = status_field(&st, "Uid:").split_whitespace().collect();
-    assert_eq!(
-        uids,
-        vec![uid.to_string(); 4],
-        "{role}: real/effective/saved/fs uid"
-    );
-    let groups: Vec<&str> = status_field(&st, "Groups:").split_whitespace().collect();
-    assert!(
-        groups.contains(&FS_GROUP.to_string().as_str()),
-        "{role}: supplementary groups {groups:?} lack fsGroup {FS_GROUP}"
-    );
-    for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
-        assert_eq!(
-            status_field(&st, cap),
-            "0000000000000000",
-            "{role}: {cap} (all capabilities dropped)"
-        );
-    }
-    assert_eq!(
-        status_field(&st, "NoNewPrivs:"),
-        "1",
-        "{role}: no_new_privs"
-    );
-    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
-    let root = mounts
-        .lines()
-        .find(|l| l.split_whitespace().nth(4) == Some("/"))
-        .unwrap_or_else(|| panic!("{role}: no / in mountinfo"));
-    let opts = root.split_whitespace().nth(5).unwrap_or("");
-    assert!(
-        opts.split(',').any(|o| o == "ro"),
-        "{role}: root file system is not read-only: {root}"
-    );
-}
-
-/// The cluster DNS stand-in: a tiny DNS server on a loopback address (port 53, as resolv.conf
-/// cannot name another) that answers A queries for `vault.<namespace>.svc.cluster.local` with
-/// 127.0.0.1, AAAA with no records, anything else with NXDOMAIN. It records every name asked
-/// for, so the test can see the resolver expanded a short name with the search domains.
-struct ClusterDns {
-    ip: std::net::Ipv4Addr,
-    asked: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-const CLUSTER_DOMAIN: &str = "e2e.svc.cluster.local";
-
-impl ClusterDns {
-    fn start() -> ClusterDns {
-        // 127.53.x.y: out of the way of a local resolver on 127.0.0.53; retried on a clash.
-        let socket = (0..20)
-            .find_map(|i| {
-                let ip = std::net::Ipv4Addr::new(127, 53, (std::process::id() % 250) as u8, 1 + i);
-                UdpSocket::bind((ip, 53)).ok()
-            })
-            .expect("bind UDP port 53 on a 127.53.x.y address");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("socket timeout");
-        let ip = match socket.local_addr().expect("local addr").ip() {
-            std::net::IpAddr::V4(ip) => ip,
-            other => panic!("unexpected address {other}"),
-        };
-        let asked = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (a, st) = (asked.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 512];
-            while !st.load(Ordering::Relaxed) {
-                let Ok((n, peer)) = socket.recv_from(&mut buf) else {
-                    continue;
-                };
-                if let Some((name, reply)) = dns_answer(&buf[..n]) {
-                    a.lock().expect("dns log").push(name);
-                    let _ = socket.send_to(&reply, peer);
-                }
-            }
-        });
-        ClusterDns {
-            ip,
-            asked,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// A resolv.conf as kubelet writes one for a pod in namespace `e2e`.
-    fn resolv_conf(&self) -> String {
-        format!(
-            "nameserver {}\nsearch {CLUSTER_DOMAIN} svc.cluster.local cluster.local\noptions ndots:5\n",
-            self.ip
-        )
-    }
-
-    fn asked(&self) -> Vec<String> {
-        self.asked.lock().expect("dns log").clone()
-    }
-}
-
-impl Drop for ClusterDns {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// The queried name and the reply to one DNS query (RFC 1035), or None for a packet that is
-/// not a plain one-question query.
-fn dns_answer(q: &[u8]) -> Option<(String, Vec<u8>)> {
-    if q.len() < 12 || q[2] & 0x80 != 0 || u16::from_be_bytes([q[4], q[5]]) != 1 {
-        return None;
-    }
-    let mut labels = Vec::new();
-    let mut i = 12;
-    loop {
-        let len = usize::from(*q.get(i)?);
-        i += 1;
-        if len == 0 {
-            break;
-        }
-        labels.push(String::from_utf8_lossy(q.get(i..i + len)?).to_lowercase());
-        i += len;
-    }
-    let qtype = u16::from_be_bytes([*q.get(i)?, *q.get(i + 1)?]);
-    let question_end = i + 4;
-    let name = labels.join(".");
-    let known = name == format!("vault.{CLUSTER_DOMAIN}");
-    let answer_a = known && qtype == 1;
-    let mut r = q.get(..question_end)?.to_vec();
-    r[2] = 0x84 | (q[2] & 0x01); // response, authoritative, recursion desired copied
-    r[3] = 0x80 | if known { 0 } else { 3 }; // recursion available; NOERROR or NXDOMAIN
-    r[6..12].copy_from_slice(&[0, u8::from(answer_a), 0, 0, 0, 0]);
-    if answer_a {
-        // Name pointer to the question, type A, class IN, TTL 5 s, 4 bytes: 127.0.0.1.
-        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4, 127, 0, 0, 1]);
-    }
-    Some((name, r))
 }
 
 /// The usernames of the sidecar's "wrote new credential" lines, in order (both runs).
