@@ -144,6 +144,10 @@ pub fn plan(
             lease.expires_at.checked_sub(lead).unwrap_or(now),
             Why::Deadline,
         );
+    } else {
+        // Renewals that keep failing (Vault sealed, down) can outlast the lease: once it has
+        // ended, only a new credential helps.
+        consider(lease.expires_at, Why::Deadline);
     }
     if let Some(t) = token {
         if t.expires_at < lease.expires_at || extendable {
@@ -162,7 +166,7 @@ pub fn plan(
     let renew = extendable.then(|| lease.renewed_at + renew_delay(lease.last_duration, rng));
     match (renew, reissue) {
         // A renewal that would land inside the re-issue lead is pointless: re-issue instead.
-        (Some(r), Some((at, why))) if at <= r => Next::Reissue(at.max(now), why),
+        (Some(r), Some((at, why))) if at <= r.max(now) => Next::Reissue(at.max(now), why),
         (Some(r), _) => Next::Renew(r.max(now)),
         (None, Some((at, why))) => Next::Reissue(at.max(now), why),
         (None, None) => Next::Reissue(now, Why::Deadline),
@@ -355,6 +359,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_past_its_end_is_replaced_not_renewed() {
+        // Renewals failed (Vault sealed) until the lease ran out: renewing it again is futile.
+        let t0 = Instant::now();
+        let lease = Lease::issued(t0, S(240), true);
+        let later = t0 + S(400);
+        assert_eq!(
+            plan(later, &lease, None, None, &mut rng()),
+            Next::Reissue(later, Why::Deadline)
+        );
     }
 
     #[test]

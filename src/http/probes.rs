@@ -1,7 +1,6 @@
 //! The probe listener's routes: kubelet's `/health` and `/ready`, `/metrics`, `/status` and
 //! the status page.
 
-
 use super::router::{Reply, Request, Route, Router};
 
 const GET: &[&str] = &["GET", "HEAD"];
@@ -50,7 +49,11 @@ fn metrics(router: &Router, _: &Request, _: &str) -> Reply {
 }
 
 fn status_json(router: &Router, _: &Request, _: &str) -> Reply {
-    let report = crate::status::report(router.state(), crate::time::wall_now(), router.status_options());
+    let report = crate::status::report(
+        router.state(),
+        crate::time::wall_now(),
+        router.status_options(),
+    );
     match serde_json::to_value(&report) {
         Ok(body) => Reply::json(200, body),
         Err(error) => {
@@ -61,7 +64,11 @@ fn status_json(router: &Router, _: &Request, _: &str) -> Reply {
 }
 
 fn status_page(router: &Router, _: &Request, _: &str) -> Reply {
-    let report = crate::status::report(router.state(), crate::time::wall_now(), router.status_options());
+    let report = crate::status::report(
+        router.state(),
+        crate::time::wall_now(),
+        router.status_options(),
+    );
     let html = match crate::status::page(&report) {
         Ok(html) => html,
         Err(error) => {

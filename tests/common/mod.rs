@@ -263,19 +263,37 @@ impl AgentProc {
         AgentProc::launch(cmd, envs, dir)
     }
 
+    /// Like [`AgentProc::spawn`], with the test defaults except the start splay (zero there),
+    /// which is `splay` here.
+    pub fn spawn_with_splay(args: &[&str], splay: &str, dir: &Path) -> AgentProc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vault-rotator"));
+        cmd.args(args);
+        AgentProc::launch_with(cmd, &[("VAULT_ROTATOR_SPLAY", splay)], dir, false)
+    }
+
+    fn launch(cmd: Command, envs: &[(&str, &str)], dir: &Path) -> AgentProc {
+        AgentProc::launch_with(cmd, envs, dir, true)
+    }
+
     /// Starts `cmd` (the agent, maybe behind a wrapper) with the test defaults, on a probe
     /// port the agent picks itself and reports in its log: picking a free port here and
     /// passing it on would race with other tests doing the same.
-    fn launch(mut cmd: Command, envs: &[(&str, &str)], dir: &Path) -> AgentProc {
+    fn launch_with(
+        mut cmd: Command,
+        envs: &[(&str, &str)],
+        dir: &Path,
+        no_splay: bool,
+    ) -> AgentProc {
         static NEXT_LOG: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT_LOG.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = dir.join(format!("agent-{n}.log"));
+        if no_splay {
+            cmd.args(["--splay", "0s"]);
+        }
         let child = cmd
             .args([
                 "--listen",
                 "127.0.0.1:0",
-                "--splay",
-                "0s",
                 "--backoff-min",
                 "200ms",
                 "--backoff-max",

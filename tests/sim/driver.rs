@@ -243,7 +243,10 @@ impl Scenario {
                 5 => events.push((at, Event::RevokeCurrentLease(rng.random_range(0..4)))),
                 6 => events.push((at, Event::RevokeCurrentToken)),
                 7 => {
-                    let path = pick(rng, &["database/", "sys/leases/renew", "auth/token/renew-self"]);
+                    let path = pick(
+                        rng,
+                        &["database/", "sys/leases/renew", "auth/token/renew-self"],
+                    );
                     events.push((at, Event::Deny(path)));
                     events.push((end, Event::Allow(path)));
                 }
@@ -321,9 +324,7 @@ fn secret_spec(rng: &mut StdRng, dir: &Path, i: usize, kind: Kind) -> SecretSpec
         kind,
         path,
         grace: secs(rng, 0, 120),
-        rotate_every: rng
-            .random_bool(0.25)
-            .then(|| secs(rng, 30, 1800)),
+        rotate_every: rng.random_bool(0.25).then(|| secs(rng, 30, 1800)),
         file_mode: 0o400,
     }
 }
@@ -369,7 +370,11 @@ fn toml_config(sc: &Scenario, secrets: &[SecretSpec]) -> String {
 fn load_config(sc: &Scenario, secrets: &[SecretSpec], n: usize) -> Config {
     let path = sc.dir.join(format!("config-{n}.toml"));
     std::fs::write(&path, toml_config(sc, secrets)).expect("write the config");
-    let args = vec!["vault-rotator".to_string(), "--config".into(), path.display().to_string()];
+    let args = vec![
+        "vault-rotator".to_string(),
+        "--config".into(),
+        path.display().to_string(),
+    ];
     Config::load(args.into_iter().map(std::ffi::OsString::from), &|_| None)
         .unwrap_or_else(|e| panic!("seed {}: the generated config is invalid: {e}", sc.seed))
 }
@@ -501,7 +506,12 @@ impl Run {
                 self.model.set_sealed(false);
                 self.model.set_latency(Duration::ZERO);
                 self.model.set_db_down(false);
-                for p in ["database/", "sys/leases/renew", "auth/token/renew-self", "sys/leases/revoke"] {
+                for p in [
+                    "database/",
+                    "sys/leases/renew",
+                    "auth/token/renew-self",
+                    "sys/leases/revoke",
+                ] {
                     self.model.allow(Scope::All, p);
                 }
                 if let Some(last) = self.did.revoke_denied.last_mut() {
@@ -530,7 +540,8 @@ impl Run {
             }
             let (Some(user), Some(pass)) = (doc["username"].as_str(), doc["password"].as_str())
             else {
-                return Err(self.violation("file", format!("{} lacks username/password", s.name)));
+                self.flag("file", format!("{} lacks username/password", s.name))?;
+                continue;
             };
             self.did
                 .seen
@@ -548,24 +559,24 @@ impl Run {
                     if now < since + notice {
                         continue;
                     }
-                    return Err(self.violation(
+                    self.flag(
                         "liveness",
                         format!("{}'s user {user} was revoked out of band {:.0}s ago and is still in the file", s.name, (now - since).as_secs_f64()),
-                    ));
+                    )?;
                 }
             }
             if ready && !alive {
-                return Err(self.violation(
+                self.flag(
                     "ready => alive",
                     format!("/ready is 200 but {}'s user {user} does not work", s.name),
-                ));
+                )?;
             }
             if ready {
                 if let (Some(exp), Some(end)) =
                     (rfc3339(&doc["expires_at"]), self.model.credential_end(user))
                 {
                     if exp > to_system(end.current_end) {
-                        return Err(self.violation(
+                        self.flag(
                             "expires_at <= real end",
                             format!(
                                 "{}'s expires_at is {:.1}s past the credential's real end",
@@ -574,7 +585,7 @@ impl Run {
                                     .unwrap_or_default()
                                     .as_secs_f64()
                             ),
-                        ));
+                        )?;
                     }
                 }
             }
@@ -589,8 +600,8 @@ impl Run {
     fn revoked_out_of_band(&self, user: &str) -> Option<Instant> {
         let lease = self.model.lease_of(user)?;
         let parent = self.model.lease_parent(&lease).unwrap_or_default();
-        let by_driver = self.did.revoked_leases.contains(&lease)
-            || self.did.revoked_tokens.contains(&parent);
+        let by_driver =
+            self.did.revoked_leases.contains(&lease) || self.did.revoked_tokens.contains(&parent);
         match self.model.lease_state(&lease) {
             Some(LeaseState::Revoked { at }) if by_driver => Some(at),
             _ => None,
@@ -619,10 +630,10 @@ impl Run {
         {
             return Ok(());
         }
-        Err(self.violation(
+        self.flag(
             "never revoke what the file holds",
             format!("{name}'s file holds {user}, whose lease the agent revoked"),
-        ))
+        )
     }
 
     /// No floods or hot loops: requests per minute, and credentials per lease lifetime.
@@ -642,10 +653,13 @@ impl Run {
                 .filter(|t| **t + S(60) > r.at && **t <= r.at)
                 .count();
             if hi + 1 - lo > per_minute + 10 * ops {
-                return Err(self.violation(
+                self.flag(
                     "no floods",
-                    format!("{} requests within one minute (bound {per_minute})", hi + 1 - lo),
-                ));
+                    format!(
+                        "{} requests within one minute (bound {per_minute})",
+                        hi + 1 - lo
+                    ),
+                )?;
             }
         }
         let issued = self.model.issued();
@@ -666,18 +680,19 @@ impl Run {
                 .iter()
                 .filter(|t| **t + window > i.at && **t <= i.at)
                 .count();
-            let bound = 6 * self.secrets.len().max(1) + 2 * ops
+            let bound = 6 * self.secrets.len().max(1)
+                + 2 * ops
                 + 2 * (self.did.revoked_leases.len() + self.did.revoked_tokens.len())
                 + (window.as_secs() / 20) as usize;
             if hi + 1 - lo > bound {
-                return Err(self.violation(
+                self.flag(
                     "no floods",
                     format!(
                         "{} credentials issued within {:?} (bound {bound})",
                         hi + 1 - lo,
                         window
                     ),
-                ));
+                )?;
             }
         }
         Ok(())
@@ -689,15 +704,21 @@ impl Run {
         let mut last_failure: BTreeMap<&str, (Instant, Duration)> = BTreeMap::new();
         for r in &requests {
             let read = r.method == reqwest::Method::GET
-                && (r.path.contains("/creds/") || r.path.contains("/static-creds/") || r.path.starts_with("secret/"));
+                && (r.path.contains("/creds/")
+                    || r.path.contains("/static-creds/")
+                    || r.path.starts_with("secret/"));
             if !read {
                 continue;
             }
             if let Some((done, wait)) = last_failure.get(r.path.as_str()) {
                 let reloaded = self.did.reloads.iter().any(|t| t > done && *t <= r.at);
-                let rotated = self.did.operator_actions.iter().any(|t| t > done && *t <= r.at);
+                let rotated = self
+                    .did
+                    .operator_actions
+                    .iter()
+                    .any(|t| t > done && *t <= r.at);
                 if !reloaded && !rotated && r.at < *done + *wait {
-                    return Err(self.violation(
+                    self.flag(
                         "backoff honoured",
                         format!(
                             "GET {} retried {:.2}s after a failure; at least {:.2}s was owed",
@@ -705,7 +726,7 @@ impl Run {
                             (r.at - *done).as_secs_f64(),
                             wait.as_secs_f64()
                         ),
-                    ));
+                    )?;
                 }
             }
             let failed = match r.status {
@@ -716,7 +737,10 @@ impl Run {
                 let retry_after = self.retry_after_of(r);
                 let floor = self.sc.backoff_min.mul_f64(0.75);
                 let wait = floor.max(retry_after.unwrap_or_default().min(self.sc.backoff_max));
-                last_failure.insert(r.path.as_str(), (r.done_at, wait - Duration::from_millis(1)));
+                last_failure.insert(
+                    r.path.as_str(),
+                    (r.done_at, wait - Duration::from_millis(1)),
+                );
             } else {
                 last_failure.remove(r.path.as_str());
             }
@@ -725,7 +749,10 @@ impl Run {
     }
 
     fn retry_after_of(&self, r: &crate::model::RequestRecord) -> Option<Duration> {
-        r.retry_after.as_deref().and_then(|v| v.trim().parse::<u64>().ok()).map(S)
+        r.retry_after
+            .as_deref()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(S)
     }
 
     /// Every credential that left the files was revoked (or died) within its grace plus a
@@ -746,8 +773,21 @@ impl Run {
             .max()
             .unwrap_or_default();
         let bound = grace + self.sc.backoff_max * 3 + S(60);
+        // A read whose answer was lost (a timeout after Vault served it) made a lease the
+        // agent never heard of: it can only die at its TTL, or with its token.
+        let lost: Vec<(Instant, String)> = self
+            .model
+            .requests()
+            .into_iter()
+            .filter(|r| r.status.is_none() && r.served.is_some())
+            .map(|r| (r.at, r.path))
+            .collect();
         for i in self.model.issued() {
             if in_files.contains(&i.username) {
+                continue;
+            }
+            let path = i.lease_id.rsplit_once('/').map_or("", |(p, _)| p);
+            if lost.iter().any(|(at, p)| *at == i.at && p == path) {
                 continue;
             }
             if self.model.lease_state(&i.lease_id) != Some(LeaseState::Live) {
@@ -765,14 +805,14 @@ impl Run {
             if denied {
                 continue;
             }
-            return Err(self.violation(
+            self.flag(
                 "no leaks",
                 format!(
                     "{} left the files {:.0}s ago and its lease is still live",
                     i.username,
                     (now - left).as_secs_f64()
                 ),
-            ));
+            )?;
         }
         Ok(())
     }
@@ -796,6 +836,13 @@ fn file_field(path: &Path, field: &str) -> Option<String> {
 /// Real time one seed may take. Virtual time only moves when every task waits, so a hot
 /// loop in the agent freezes it: the seed then never ends, and this catches it.
 const WATCHDOG: Duration = Duration::from_secs(60);
+
+fn watchdog() -> Duration {
+    std::env::var("SIM_WATCHDOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(WATCHDOG, Duration::from_secs)
+}
 
 /// Runs one seed to its end; `Err` names the first invariant broken.
 pub fn run_seed(seed: u64, base: &Path) -> Result<(), Box<Violation>> {
@@ -836,7 +883,7 @@ fn run_with(
             simulate(sc, seen).await
         }));
     });
-    match rx.recv_timeout(WATCHDOG) {
+    match rx.recv_timeout(watchdog()) {
         Ok(result) => result.map_err(Box::new),
         Err(_) => {
             let (at, model) = progress
@@ -869,9 +916,17 @@ async fn simulate(sc: Scenario, progress: Progress) -> Result<(), Violation> {
     let dir = dir.as_path();
     let model = Model::new(sc.flavor, seed);
     model.set_client_timeout(S(10));
+    if std::env::var("SIM_TRACE_REQUESTS").is_ok() {
+        model.set_trace_requests(true);
+    }
     for i in 0..MAX_SECRETS {
         model.add_dynamic_role("database", &format!("app{i}"), sc.dyn_ttl, sc.dyn_max);
-        model.add_static_role("database", &format!("svc{i}"), &format!("svc-user{i}"), sc.static_period);
+        model.add_static_role(
+            "database",
+            &format!("svc{i}"),
+            &format!("svc-user{i}"),
+            sc.static_period,
+        );
         let mut kv = Map::new();
         kv.insert("username".into(), format!("kv-user{i}").into());
         kv.insert("password".into(), "kv-pass".into());
@@ -938,13 +993,13 @@ async fn simulate(sc: Scenario, progress: Progress) -> Result<(), Violation> {
         }
         if elapsed >= liveness_by && !ready_since_quiet {
             let why = run.state.ready(wall_now()).err().unwrap_or_default();
-            return Err(run.violation(
+            run.flag(
                 "liveness",
                 format!(
                     "not ready {:.0}s after the faults stopped: {why}",
                     (elapsed - run.sc.quiet_at).as_secs_f64()
                 ),
-            ));
+            )?;
         }
         if elapsed >= run.sc.horizon {
             break;
@@ -956,7 +1011,10 @@ async fn simulate(sc: Scenario, progress: Progress) -> Result<(), Violation> {
     run.check_leaks()?;
     let _ = run.commands.send(Command::Stop).await;
     if tokio::time::timeout(S(60), &mut run.agent).await.is_err() {
-        return Err(run.violation("liveness", "the agent did not stop within 60s of SIGTERM".into()));
+        run.flag(
+            "liveness",
+            "the agent did not stop within 60s of SIGTERM".into(),
+        )?;
     }
     Ok(())
 }
@@ -964,11 +1022,23 @@ async fn simulate(sc: Scenario, progress: Progress) -> Result<(), Violation> {
 /// Hand-written scenarios, one per lifecycle failure of issue 13, run through the same
 /// invariants as the random ones. Each broke an invariant before its fix.
 pub const SCRIPTED: &[(&str, fn(&Path) -> Scenario)] = &[
-    ("ready-before-first-credential", ready_before_first_credential),
+    (
+        "ready-before-first-credential",
+        ready_before_first_credential,
+    ),
     ("lease-gone-then-issue-fails", lease_gone_then_issue_fails),
-    ("denied-revoke-keeps-the-token", denied_revoke_keeps_the_token),
-    ("reload-to-a-typo-keeps-the-credential", reload_to_a_typo_keeps_the_credential),
-    ("token-that-cannot-outlive-the-lease", token_that_cannot_outlive_the_lease),
+    (
+        "denied-revoke-keeps-the-token",
+        denied_revoke_keeps_the_token,
+    ),
+    (
+        "reload-to-a-typo-keeps-the-credential",
+        reload_to_a_typo_keeps_the_credential,
+    ),
+    (
+        "token-that-cannot-outlive-the-lease",
+        token_that_cannot_outlive_the_lease,
+    ),
 ];
 
 /// The common base: AppRole, one dynamic secret, no faults, a 20-minute run.
@@ -1053,10 +1123,7 @@ fn reload_to_a_typo_keeps_the_credential(dir: &Path) -> Scenario {
     let fixed = sc.secrets.clone();
     finish(
         sc,
-        vec![
-            (S(30), Event::Reload(typo)),
-            (S(600), Event::Reload(fixed)),
-        ],
+        vec![(S(30), Event::Reload(typo)), (S(600), Event::Reload(fixed))],
     )
 }
 

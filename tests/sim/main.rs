@@ -1,9 +1,9 @@
 //! The deterministic simulation of the agent's lifecycle (issue 13): the real client, auth and
 //! workers in paused tokio time against an in-memory model of Vault.
 
+mod driver;
 mod model;
 mod model_tests;
-mod driver;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -61,6 +61,10 @@ fn replay() {
     let Some(seed) = env_u64("SIM_SEED") else {
         return;
     };
+    if let Ok(level) = std::env::var("SIM_LOG") {
+        // The agent's own log, interleaved in real time (its timestamps are not virtual).
+        let _ = vault_rotator::logging::init(vault_rotator::config::LogFormat::Text, &level);
+    }
     match driver::run_seed(seed, &base_dir()) {
         Ok(()) => println!("seed {seed}: every invariant held"),
         Err(v) => panic!("{v}"),
@@ -77,4 +81,36 @@ fn scripted_failures_hold_the_invariants() {
         }
     }
     assert!(broken.is_empty(), "{}", broken.join("\n\n"));
+}
+
+/// `SIM_SURVEY=<n>`: runs n seeds from `SIM_FIRST` without stopping at the first failure and
+/// prints which invariant each broken seed broke (for running the simulator on old code).
+#[test]
+fn survey() {
+    let Some(n) = env_u64("SIM_SURVEY") else {
+        return;
+    };
+    let first = env_u64("SIM_FIRST").unwrap_or(0);
+    let mut broken = std::collections::BTreeMap::<String, Vec<u64>>::new();
+    for seed in first..first + n {
+        if let Err(v) = driver::run_seed(seed, &base_dir()) {
+            let detail: String = v.detail.chars().take(90).collect();
+            println!(
+                "seed {seed}: {} at {:.0}s: {detail}",
+                v.invariant,
+                v.at.as_secs_f64()
+            );
+            broken
+                .entry(v.invariant.to_string())
+                .or_default()
+                .push(seed);
+        }
+    }
+    for (invariant, seeds) in &broken {
+        println!(
+            "{invariant}: {} seeds, first {:?}",
+            seeds.len(),
+            &seeds[..seeds.len().min(8)]
+        );
+    }
 }
