@@ -10,11 +10,26 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+thread_local! {
+    /// A simulation's own anchor (see [`pin_wall_clock`]); `None` everywhere else.
+    static PINNED: std::cell::Cell<Option<(Instant, SystemTime)>> = const { std::cell::Cell::new(None) };
+}
+
 /// The first reading of both clocks, taken together.
 fn anchor() -> (Instant, SystemTime) {
+    if let Some(pinned) = PINNED.with(std::cell::Cell::get) {
+        return pinned;
+    }
     static ANCHOR: OnceLock<(std::time::Instant, SystemTime)> = OnceLock::new();
     let (mono, wall) = *ANCHOR.get_or_init(|| (std::time::Instant::now(), SystemTime::now()));
     (Instant::from_std(mono), wall)
+}
+
+/// Makes "now" read `wall` on this thread's wall clock, from here on. For the deterministic
+/// simulator, which runs each seed on a thread of its own: wall-clock times (and so their
+/// rounding to whole seconds in the file) then replay exactly, whenever the seed runs.
+pub fn pin_wall_clock(wall: SystemTime) {
+    PINNED.with(|p| p.set(Some((Instant::now(), wall))));
 }
 
 /// The wall-clock time of a point on the monotonic clock.

@@ -433,11 +433,13 @@ impl Auth {
         // A token that never expires has no expire_time; one in its last second reads ttl 0
         // too, but still has one.
         let never = info.ttl == 0 && info.expire_time.is_none();
+        // `ttl` is what is left, rounded to a whole second: keep a second in hand.
+        let ttl = Duration::from_secs(info.ttl).saturating_sub(crate::lease::ROUNDING);
         Ok(Token::new(
             value,
             self.next_generation(),
             info.accessor,
-            (!never).then(|| Duration::from_secs(info.ttl)),
+            (!never).then_some(ttl),
             info.renewable,
             sent,
         ))

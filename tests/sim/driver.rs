@@ -879,6 +879,10 @@ fn run_with(
             .build()
             .expect("runtime");
         let _ = tx.send(runtime.block_on(async move {
+            // The same wall clock for every run of a seed: 2026-01-01T00:00:00Z at its start.
+            vault_rotator::time::pin_wall_clock(
+                std::time::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+            );
             let sc = make(&path);
             simulate(sc, seen).await
         }));
