@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::os::kill_group;
+
 /// Environment variable naming the `bao` binary, overriding the search in the Python package.
 pub const BAO_BIN_VAR: &str = "BAO_BIN";
 /// The pinned version CI installs.
@@ -239,15 +241,6 @@ impl Drop for OpenBao {
         }
         self.stop();
     }
-}
-
-/// SIGKILL to the whole process group (the child leads its own group): avoids libc.
-fn kill_group(pgid: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 /// The `Unseal Key: ...` line of the dev banner.
