@@ -1,4 +1,5 @@
-//! Black-box tests of the real `vault-rotator` binary against devvault and a real PostgreSQL.
+//! Black-box tests of the real `vault-rotator` binary against a real PostgreSQL, each scenario
+//! on devvault and on a real OpenBao dev server (`matrix!`).
 
 mod common;
 
@@ -12,23 +13,25 @@ use serde_json::{json, Value};
 
 const SEC: fn(u64) -> Duration = Duration::from_secs;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dynamic_credential_is_written_logs_in_and_is_rotated_without_a_gap() {
-    let stack = Stack::start().await;
+async fn dynamic_credential_is_written_logs_in_and_is_rotated_without_a_gap(v: Vault) {
+    let stack = Stack::start_on(v).await;
     // Short leases: each credential can live 6 s at most, renewed every 2 s or so.
     stack.dynamic_role("app", "3s", "6s").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
     let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
     let out = dir.path().join("db.json");
-    // Hold the first credential read for a moment, so /ready can be seen before it exists.
-    stack
-        .control(
-            "POST",
-            "faults",
-            json!({"path_prefix": "/v1/database/creds/", "count": 1, "action": "latency", "latency_ms": 1500}),
-        )
-        .await;
+    // Hold the first credential read for a moment, so /ready can be seen before it exists
+    // (a devvault fault; on OpenBao the window is too short to observe reliably).
+    if stack.is_devvault() {
+        stack
+            .control(
+                "POST",
+                "faults",
+                json!({"path_prefix": "/v1/database/creds/", "count": 1, "action": "latency", "latency_ms": 1500}),
+            )
+            .await;
+    }
     let mut agent = AgentProc::spawn(
         &[
             "--vault-addr",
@@ -49,11 +52,13 @@ async fn dynamic_credential_is_written_logs_in_and_is_rotated_without_a_gap() {
         &[],
         dir.path(),
     );
-    assert_eq!(
-        agent.status("/ready").await,
-        Some(503),
-        "not ready before a credential exists"
-    );
+    if stack.is_devvault() {
+        assert_eq!(
+            agent.status("/ready").await,
+            Some(503),
+            "not ready before a credential exists"
+        );
+    }
     agent.wait_ready(SEC(15)).await;
 
     let first = read_cred(&out).expect("file written before /ready");
@@ -96,7 +101,10 @@ async fn dynamic_credential_is_written_logs_in_and_is_rotated_without_a_gap() {
         0,
         "logins with the file's credential failed; last: {last_error}"
     );
-    assert!(logins.load(Ordering::Relaxed) > 50);
+    // Enough logins to span every rotation (a login costs a scram exchange; on a loaded
+    // machine a few per second).
+    let n = logins.load(Ordering::Relaxed);
+    assert!(n >= 20, "only {n} logins in 20 s");
     assert!(
         users.len() >= 3,
         "expected several rotations in 20 s with max_ttl 6s, saw {users:?}"
@@ -125,9 +133,8 @@ async fn dynamic_credential_is_written_logs_in_and_is_rotated_without_a_gap() {
     assert!(!logs.contains(&secret_id), "the secret_id reached the logs");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn old_user_is_dropped_only_after_the_grace() {
-    let stack = Stack::start().await;
+async fn old_user_is_dropped_only_after_the_grace(v: Vault) {
+    let stack = Stack::start_on(v).await;
     stack.dynamic_role("app", "1h", "24h").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
@@ -180,9 +187,8 @@ async fn old_user_is_dropped_only_after_the_grace() {
     assert_eq!(agent.stop(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn once_writes_with_exact_mode_and_exits_zero() {
-    let stack = Stack::start().await;
+async fn once_writes_with_exact_mode_and_exits_zero(v: Vault) {
+    let stack = Stack::start_on(v).await;
     stack.dynamic_role("app", "1h", "24h").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
@@ -283,9 +289,8 @@ async fn bad_configuration_exits_2_naming_the_problem() {
     assert_eq!(code, Some(0), "{stderr}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kv_v2_version_change_lands_in_the_file() {
-    let stack = Stack::start().await;
+async fn kv_v2_version_change_lands_in_the_file(v: Vault) {
+    let stack = Stack::start_on(v).await;
     stack
         .api(
             "POST",
@@ -347,9 +352,8 @@ async fn kv_v2_version_change_lands_in_the_file() {
     assert_eq!(agent.stop(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn static_role_rotation_lands_in_the_file() {
-    let stack = Stack::start().await;
+async fn static_role_rotation_lands_in_the_file(v: Vault) {
+    let stack = Stack::start_on(v).await;
     // The static role's user must exist first.
     stack
         .pg_exec("CREATE ROLE app_static LOGIN PASSWORD 'initial'")
@@ -407,9 +411,8 @@ async fn static_role_rotation_lands_in_the_file() {
     assert_eq!(agent.stop(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn approle_with_a_wrapped_secret_id() {
-    let stack = Stack::start().await;
+async fn approle_with_a_wrapped_secret_id(v: Vault) {
+    let stack = Stack::start_on(v).await;
     stack.dynamic_role("app", "1h", "24h").await;
     let (role_id, _) = stack.approle("1h", "24h").await;
     let wrapped = stack
@@ -441,9 +444,8 @@ fn expires(v: &Value) -> std::time::SystemTime {
     humantime::parse_rfc3339(v["expires_at"].as_str().unwrap()).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn renewals_move_expires_at_without_new_users() {
-    let stack = Stack::start().await;
+async fn renewals_move_expires_at_without_new_users(v: Vault) {
+    let stack = Stack::start_on(v).await;
     stack.dynamic_role("app", "3s", "1h").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
@@ -470,9 +472,8 @@ async fn renewals_move_expires_at_without_new_users() {
     assert_eq!(agent.stop(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotate_every_on_a_static_role_calls_rotate_role_and_stops_when_denied() {
-    let stack = Stack::start().await;
+async fn rotate_every_on_a_static_role_calls_rotate_role_and_stops_when_denied(v: Vault) {
+    let stack = Stack::start_on(v).await;
     stack
         .pg_exec("CREATE ROLE app_static LOGIN PASSWORD 'initial'")
         .await;
@@ -533,7 +534,7 @@ async fn rotate_every_on_a_static_role_calls_rotate_role_and_stops_when_denied()
             json!({"policy": "path \"database/static-creds/*\" { capabilities = [\"read\"] }\npath \"sys/internal/ui/mounts/*\" { capabilities = [\"read\"] }"}),
         )
         .await;
-    stack.control("DELETE", "requests", Value::Null).await;
+    let before = stack.request_count("database/rotate-role/").await;
     let out2 = dir.path().join("static2.json");
     let a = args(&out2);
     let mut denied = AgentProc::spawn(
@@ -543,17 +544,15 @@ async fn rotate_every_on_a_static_role_calls_rotate_role_and_stops_when_denied()
     );
     denied.wait_ready(SEC(15)).await;
     tokio::time::sleep(SEC(10)).await;
-    let log = stack
-        .control(
-            "GET",
-            "requests?path_prefix=/v1/database/rotate-role/",
-            Value::Null,
-        )
-        .await;
-    let attempts = log["requests"].as_array().unwrap().len();
+    let attempts = stack.request_count("database/rotate-role/").await - before;
     // One attempt, repeated once after a fresh login (a bare 403 may mean a dead token on
     // OpenBao), then never again.
-    assert_eq!(attempts, 2, "asked once, then stopped: {log}");
+    assert_eq!(
+        attempts,
+        2,
+        "asked once, then stopped; logs:\n{}",
+        denied.logs()
+    );
     assert!(
         denied.logs().contains("does not allow rotate-role"),
         "{}",
@@ -562,3 +561,14 @@ async fn rotate_every_on_a_static_role_calls_rotate_role_and_stops_when_denied()
     assert_eq!(denied.status("/ready").await, Some(200));
     assert_eq!(denied.stop(), 0);
 }
+
+matrix!(
+    dynamic_credential_is_written_logs_in_and_is_rotated_without_a_gap,
+    old_user_is_dropped_only_after_the_grace,
+    once_writes_with_exact_mode_and_exits_zero,
+    kv_v2_version_change_lands_in_the_file,
+    static_role_rotation_lands_in_the_file,
+    approle_with_a_wrapped_secret_id,
+    renewals_move_expires_at_without_new_users,
+    rotate_every_on_a_static_role_calls_rotate_role_and_stops_when_denied,
+);
