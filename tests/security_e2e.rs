@@ -175,8 +175,8 @@ async fn no_secret_reaches_logs_metrics_status_admin_or_error_texts() {
     std::fs::write(d.join("token"), &token).unwrap();
     std::fs::write(d.join("admin-token"), admin_token).unwrap();
     let (a_out, b_out, c_out) = (d.join("a.json"), d.join("b.json"), d.join("c.json"));
-    let admin_port = free_port();
-    let admin_listen = format!("127.0.0.1:{admin_port}");
+    // Port 0: the agent binds it and logs it; a port picked here could be taken first.
+    let admin_listen = "127.0.0.1:0".to_string();
     // A: AppRole, dynamic credentials, JSON logs at debug level, admin listener.
     let mut a_args = approle_args(d, &role_id, &secret_id);
     a_args.extend(
@@ -247,6 +247,7 @@ async fn no_secret_reaches_logs_metrics_status_admin_or_error_texts() {
         d,
     );
     a.wait_ready(SEC(30)).await;
+    let admin_port = a.admin_port();
     b.wait_ready(SEC(30)).await;
     c.wait_ready(SEC(30)).await;
     let collector = PasswordCollector::start(vec![a_out.clone(), b_out.clone(), c_out.clone()]);

@@ -953,3 +953,32 @@ impl Stack {
         }
     }
 }
+
+impl AgentProc {
+    /// The admin listener's port, from the agent's "serving POST /rotate (admin)" log line (start
+    /// it with `--admin-listen 127.0.0.1:0`). Panics when the line does not come.
+    pub fn admin_port(&self) -> u16 {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            let logs = self.logs();
+            let port = logs
+                .lines()
+                .find(|l| l.contains("serving POST /rotate (admin)"))
+                .and_then(|l| {
+                    // `addr=IP:PORT` (text) or `"addr":"IP:PORT"` (JSON).
+                    let rest = l.split("addr").nth(1)?;
+                    let rest = rest.trim_start_matches(|ch: char| !ch.is_ascii_digit());
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|ch| ch.is_ascii_digit() || *ch == '.' || *ch == ':')
+                        .collect();
+                    addr.rsplit(':').next()?.parse().ok()
+                });
+            if let Some(port) = port {
+                return port;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no admin listener in the agent's log:\n{}", self.logs())
+    }
+}
