@@ -562,6 +562,100 @@ async fn rotate_every_on_a_static_role_calls_rotate_role_and_stops_when_denied(v
     assert_eq!(denied.stop(), 0);
 }
 
+async fn setup_script_configures_the_server_for_the_agent(v: Vault) {
+    // The server as it starts, configured only by the documented script.
+    let stack = Stack {
+        vault: Server::start(v),
+        pg: testkit::pg::PgCluster::start(),
+        http: reqwest::Client::new(),
+    };
+    stack
+        .pg_exec("CREATE ROLE app_static LOGIN PASSWORD 'before'")
+        .await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup-vault.sh");
+    let pem =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/k8s-test-pub.pem");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .env("VAULT_ADDR", stack.addr())
+        .env("VAULT_TOKEN", stack.vault.root_token())
+        .env("PG_PORT", stack.pg.port().to_string())
+        .env("PG_ADMIN_USER", stack.pg.superuser())
+        .env("PG_ADMIN_PASSWORD", stack.pg.superuser_password())
+        .env("SETUP_CREATE_STATIC_USER", "0")
+        .env("K8S_PEM_KEYS_FILE", &pem)
+        // Outside a cluster OpenBao has no service-account files of its own: it needs the
+        // cluster's CA given (any CA certificate does for a config that is never used here).
+        .env("K8S_DISABLE_LOCAL_CA_JWT", "true")
+        .env(
+            "K8S_CA_CERT_FILE",
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/tls/test-only-ca.pem"),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("setup-vault: done"),
+        "setup-vault.sh failed on {v:?}:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let role_id = s(
+        &stack
+            .api("GET", "auth/approle/role/app/role-id", Value::Null)
+            .await["data"],
+        "role_id",
+    );
+    let secret_id = s(
+        &stack
+            .api("POST", "auth/approle/role/app/secret-id", json!({}))
+            .await["data"],
+        "secret_id",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
+    // The agent, with the script's AppRole and policy: a dynamic and a static credential, and
+    // the sample KV secret.
+    for (secret, file) in [
+        ("database/creds/app", "dyn.json"),
+        ("database/static-creds/app-static", "static.json"),
+        ("secret/app/config", "kv.json"),
+    ] {
+        let out = dir.path().join(file);
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_vault-rotator"))
+            .args(["--vault-addr", stack.addr(), "--auth", "approle"])
+            .args(["--role-id-file", &rf, "--secret-id-file", &sf])
+            .args([
+                "--secret",
+                secret,
+                "--output",
+                out.to_str().unwrap(),
+                "--once",
+            ])
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{secret}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    let dynamic = read_cred(&dir.path().join("dyn.json")).unwrap();
+    stack
+        .pg_login(&s(&dynamic, "username"), &s(&dynamic, "password"))
+        .await
+        .expect("the dynamic credential logs in");
+    let fixed = read_cred(&dir.path().join("static.json")).unwrap();
+    assert_eq!(fixed["username"], "app_static");
+    stack
+        .pg_login("app_static", &s(&fixed, "password"))
+        .await
+        .expect("the static credential logs in");
+    let kv = read_cred(&dir.path().join("kv.json")).unwrap();
+    assert_eq!(kv["data"]["feature_flag"], "on", "{kv}");
+}
+
 matrix!(
     dynamic_credential_is_written_logs_in_and_is_rotated_without_a_gap,
     old_user_is_dropped_only_after_the_grace,
@@ -571,4 +665,5 @@ matrix!(
     approle_with_a_wrapped_secret_id,
     renewals_move_expires_at_without_new_users,
     rotate_every_on_a_static_role_calls_rotate_role_and_stops_when_denied,
+    setup_script_configures_the_server_for_the_agent,
 );
