@@ -28,6 +28,7 @@ pub enum Vault {
 
 /// Turns each `async fn scenario(v: Vault)` into a module with two tests, `devvault` and
 /// `openbao`, so `cargo test openbao` runs every scenario on the real server.
+#[allow(unused_macros)] // not every test file has a matrix
 macro_rules! matrix {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -42,11 +43,13 @@ macro_rules! matrix {
         }
     )*};
 }
+#[allow(unused_imports)]
 pub(crate) use matrix;
 
 /// Like `matrix!`, for scenarios that fail because of a known agent bug: both tests are
 /// `#[ignore]`d with the bug as the reason, so `cargo test` lists them as ignored with that
 /// reason and `cargo test -- --ignored` shows the failure. Remove the entry once fixed.
+#[allow(unused_macros)]
 macro_rules! matrix_known_bug {
     ($bug:literal, $($name:ident),* $(,)?) => {$(
         mod $name {
@@ -63,6 +66,7 @@ macro_rules! matrix_known_bug {
         }
     )*};
 }
+#[allow(unused_imports)]
 pub(crate) use matrix_known_bug;
 
 /// A running Vault server of either kind.
