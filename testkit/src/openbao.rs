@@ -127,6 +127,13 @@ impl OpenBao {
         Self::try_start_with(lookup, false)
     }
 
+    /// [`OpenBao::start_audited`] with the failure as an error (for the benchmark).
+    pub fn try_start_audited(
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<OpenBao, OpenBaoError> {
+        Self::try_start_with(lookup, true)
+    }
+
     fn try_start_with(
         lookup: &dyn Fn(&str) -> Option<String>,
         audit: bool,
