@@ -82,7 +82,7 @@ api() {
         local msg
         # curl's own complaint (stderr) and Vault's JSON body arrive in either order: pick
         # the line that is JSON.
-        msg=$(printf '%s\n' "$out" | jq -rR 'fromjson? | .errors | join("; ")' 2>/dev/null | sed -n '1p' || true)
+        msg=$(printf '%s\n' "$out" | jq -rR 'fromjson? | .errors | join("; ")' 2>/dev/null || true)
         echo "setup-vault: $method /v1/$path failed: ${msg:-$out}" >&2
         exit 1
     fi
