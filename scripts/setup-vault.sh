@@ -26,6 +26,10 @@
 #                         when unset, Kubernetes auth is skipped
 #   K8S_MOUNT [kubernetes]  K8S_HOST [https://kubernetes.default.svc]
 #   K8S_SA_NAME [app]  K8S_SA_NAMESPACE [default]  K8S_AUDIENCE [vault]
+#   K8S_DISABLE_LOCAL_CA_JWT [false]  true when Vault runs outside the cluster: it then has
+#                         no service-account files of its own, and real Vault and OpenBao
+#                         refuse the config unless this is set and K8S_CA_CERT_FILE is given
+#   K8S_CA_CERT_FILE      the cluster API's CA certificate (PEM), as kubernetes_ca_cert
 #                         (matches manifests/: service account `app`, projected token audience `vault`)
 #   KV_MOUNT [secret]     KV v2 mount; a sample secret is written to <KV_MOUNT>/app/config
 #
@@ -56,6 +60,7 @@ K8S_HOST=${K8S_HOST:-https://kubernetes.default.svc}
 K8S_SA_NAME=${K8S_SA_NAME:-app}
 K8S_AUDIENCE=${K8S_AUDIENCE:-vault}
 K8S_SA_NAMESPACE=${K8S_SA_NAMESPACE:-default}
+K8S_DISABLE_LOCAL_CA_JWT=${K8S_DISABLE_LOCAL_CA_JWT:-false}
 KV_MOUNT=${KV_MOUNT:-secret}
 
 command -v curl >/dev/null || { echo "setup-vault: curl is required" >&2; exit 1; }
@@ -75,7 +80,9 @@ api() {
     fi
     if ! out=$(curl "${args[@]}" "$VAULT_ADDR/v1/$path" 2>&1); then
         local msg
-        msg=$(printf '%s' "$out" | sed -n '1p' | jq -r '.errors | join("; ")' 2>/dev/null || true)
+        # curl's own complaint (stderr) and Vault's JSON body arrive in either order: pick
+        # the line that is JSON.
+        msg=$(printf '%s\n' "$out" | jq -rR 'fromjson? | .errors | join("; ")' 2>/dev/null || true)
         echo "setup-vault: $method /v1/$path failed: ${msg:-$out}" >&2
         exit 1
     fi
@@ -202,8 +209,21 @@ if [ -n "${K8S_PEM_KEYS_FILE:-}" ]; then
         api POST "sys/auth/$K8S_MOUNT" '{"type":"kubernetes"}' >/dev/null
         log "enabled kubernetes auth at auth/$K8S_MOUNT/"
     fi
+    case "$K8S_DISABLE_LOCAL_CA_JWT" in
+        true|false) ;;
+        *) echo "setup-vault: K8S_DISABLE_LOCAL_CA_JWT must be true or false" >&2; exit 1 ;;
+    esac
+    ca_cert=""
+    if [ -n "${K8S_CA_CERT_FILE:-}" ]; then
+        [ -r "$K8S_CA_CERT_FILE" ] || { echo "setup-vault: cannot read K8S_CA_CERT_FILE=$K8S_CA_CERT_FILE" >&2; exit 1; }
+        ca_cert=$(cat "$K8S_CA_CERT_FILE")
+    fi
+    # Optional fields are sent only when set, so the default request is the same as before.
     api POST "auth/$K8S_MOUNT/config" "$(jq -n --arg host "$K8S_HOST" --rawfile pem "$K8S_PEM_KEYS_FILE" \
-        '{kubernetes_host: $host, pem_keys: [$pem]}')" >/dev/null
+        --argjson nolocal "$K8S_DISABLE_LOCAL_CA_JWT" --arg ca "$ca_cert" \
+        '{kubernetes_host: $host, pem_keys: [$pem]}
+         + (if $nolocal then {disable_local_ca_jwt: true} else {} end)
+         + (if $ca != "" then {kubernetes_ca_cert: $ca} else {} end)')" >/dev/null
     api POST "auth/$K8S_MOUNT/role/app" "$(jq -n --arg sa "$K8S_SA_NAME" --arg ns "$K8S_SA_NAMESPACE" \
         --arg ttl "$APPROLE_TOKEN_TTL" --arg max "$APPROLE_TOKEN_MAX_TTL" --arg aud "$K8S_AUDIENCE" \
         '{bound_service_account_names: [$sa], bound_service_account_namespaces: [$ns],

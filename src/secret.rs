@@ -417,11 +417,11 @@ impl<B: Backend> Worker<B> {
     }
 
     /// The wait before retrying after `e`. A policy denial is no passing fault: it waits at
-    /// least a minute (or the backoff's cap), so a missing grant costs Vault little.
+    /// least a minute, so a missing grant costs Vault little.
     fn backoff_for(&mut self, e: &SecretError) -> Duration {
         let wait = self.backoff.next_delay(e.retry_after(), &mut self.rng);
         match e {
-            SecretError::Denied(_) => wait.max(DENIED_RETRY.min(self.backoff_max)),
+            SecretError::Denied(_) => wait.max(DENIED_RETRY),
             _ => wait,
         }
     }

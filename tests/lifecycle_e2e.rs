@@ -1,5 +1,7 @@
 //! Black-box tests of the agent's lifecycle: SIGHUP reload, --revoke-on-exit, --once bounds,
-//! JWT auth, and OpenBao's flavour of the API.
+//! JWT auth, OpenBao's flavour of the API, and faults an operator can make through the
+//! standard API (a policy change, a tuned-down mount max TTL, a broken role, a seal). Those
+//! run on devvault and on a real OpenBao dev server (`matrix!`).
 
 mod common;
 
@@ -11,9 +13,8 @@ use testkit::devvault::DevVault;
 
 const SEC: fn(u64) -> Duration = Duration::from_secs;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_adds_a_secret_and_keeps_the_unchanged_one() {
-    let stack = Stack::start().await;
+async fn sighup_adds_a_secret_and_keeps_the_unchanged_one(v: Vault) {
+    let stack = Stack::start_on(v).await;
     stack.dynamic_role("app", "1h", "24h").await;
     stack.dynamic_role("reporting", "1h", "24h").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
@@ -95,9 +96,8 @@ async fn sighup_adds_a_secret_and_keeps_the_unchanged_one() {
     assert_eq!(agent.stop(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoke_on_exit_drops_the_user_and_plain_exit_keeps_it() {
-    let stack = Stack::start().await;
+async fn revoke_on_exit_drops_the_user_and_plain_exit_keeps_it(v: Vault) {
+    let stack = Stack::start_on(v).await;
     stack.dynamic_role("app", "1h", "24h").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
@@ -184,9 +184,8 @@ async fn once_gives_up_within_its_bound_with_exit_1() {
     assert!(!out.exists(), "nothing written");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jwt_auth_logs_in_with_bound_audience_and_subject() {
-    let stack = Stack::start().await;
+async fn jwt_auth_logs_in_with_bound_audience_and_subject(v: Vault) {
+    let stack = Stack::start_on(v).await;
     stack.dynamic_role("app", "1h", "24h").await;
     stack
         .api("POST", "sys/auth/jwt", json!({"type": "jwt"}))
@@ -285,3 +284,239 @@ async fn works_against_openbao_flavour_with_bare_permission_denied() {
         .unwrap();
     assert_eq!(agent.stop(), 0);
 }
+
+/// The agent's `app` policy without `database/creds/*`: issuing is denied, the rest allowed.
+const POLICY_WITHOUT_CREDS: &str = r#"
+path "sys/leases/renew" { capabilities = ["update"] }
+path "sys/leases/revoke" { capabilities = ["update"] }
+path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
+"#;
+
+/// An agent logging in with AppRole and writing `database/creds/app` to `db.json` in `dir`.
+async fn approle_agent(stack: &Stack, dir: &std::path::Path, extra: &[&str]) -> AgentProc {
+    let (role_id, secret_id) = stack.approle("1h", "24h").await;
+    let out = dir.join("db.json");
+    let mut agent = AgentProc::approle(stack, dir, &role_id, &secret_id, &out, extra);
+    agent.wait_ready(SEC(15)).await;
+    agent
+}
+
+fn logins(agent: &AgentProc) -> usize {
+    agent.logs().matches("logged in to Vault").count()
+}
+
+/// Waits for a credential in `out` other than `old_user`'s.
+async fn new_credential(out: &std::path::Path, old_user: &str, what: &str) -> serde_json::Value {
+    eventually(SEC(20), what, || {
+        let out = out.to_path_buf();
+        let old = old_user.to_string();
+        async move { read_cred(&out).filter(|c| s(c, "username") != old) }
+    })
+    .await
+}
+
+async fn policy_change_denies_issue_and_the_last_good_credential_stays(v: Vault) {
+    let stack = Stack::start_on(v).await;
+    stack.dynamic_role("app", "1h", "24h").await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("db.json");
+    let mut agent = approle_agent(&stack, dir.path(), &["--revoke-grace", "1s"]).await;
+    let first = read_cred(&out).unwrap();
+    stack
+        .api(
+            "PUT",
+            "sys/policies/acl/app",
+            json!({ "policy": POLICY_WITHOUT_CREDS }),
+        )
+        .await;
+    agent.signal("USR1");
+    tokio::time::sleep(SEC(5)).await;
+    // Denied: the file keeps the working credential and the agent stays ready.
+    assert!(
+        agent.logs().contains("permission denied"),
+        "{}",
+        agent.logs()
+    );
+    assert_eq!(
+        read_cred(&out).unwrap(),
+        first,
+        "the file kept the last good credential"
+    );
+    stack
+        .pg_login(&s(&first, "username"), &s(&first, "password"))
+        .await
+        .expect("the kept credential still logs in");
+    assert_eq!(agent.status("/ready").await, Some(200), "{}", agent.logs());
+    // The policy is put back: the next rotation goes through.
+    stack
+        .api(
+            "PUT",
+            "sys/policies/acl/app",
+            json!({ "policy": APP_POLICY }),
+        )
+        .await;
+    agent.signal("USR1");
+    let second = new_credential(
+        &out,
+        &s(&first, "username"),
+        "a credential once allowed again",
+    )
+    .await;
+    stack
+        .pg_login(&s(&second, "username"), &s(&second, "password"))
+        .await
+        .unwrap();
+    assert_eq!(agent.stop(), 0);
+}
+
+async fn policy_denial_is_not_retried_as_if_transient(v: Vault) {
+    let stack = Stack::start_on(v).await;
+    stack.dynamic_role("app", "1h", "24h").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = approle_agent(&stack, dir.path(), &[]).await;
+    stack
+        .api(
+            "PUT",
+            "sys/policies/acl/app",
+            json!({ "policy": POLICY_WITHOUT_CREDS }),
+        )
+        .await;
+    let before = stack.request_count("database/creds/").await;
+    agent.signal("USR1");
+    tokio::time::sleep(SEC(5)).await;
+    // Invariant 4: a denial is asked once (twice with the dead-token check of a bare 403),
+    // not retried on the transient backoff, which would ask 6 times or more in 5 s.
+    let asked = stack.request_count("database/creds/").await - before;
+    assert!(
+        (1..=3).contains(&asked),
+        "asked {asked} times in 5 s; logs:\n{}",
+        agent.logs()
+    );
+    // ...and a denial is no reason to log in again (the token is fine).
+    assert_eq!(logins(&agent), 1, "one login; logs:\n{}", agent.logs());
+    assert_eq!(agent.stop(), 0);
+}
+
+async fn mount_max_ttl_tuned_down_is_met_by_reissuing_in_time(v: Vault) {
+    let stack = Stack::start_on(v).await;
+    stack.dynamic_role("app", "4s", "1h").await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("db.json");
+    let mut agent = approle_agent(&stack, dir.path(), &["--revoke-grace", "1s"]).await;
+    // An operator caps every lease of the mount at 10 s: renewals come back short, and the
+    // agent must issue the next credential before the cap, not after.
+    stack.tune_max_ttl("database", "10s").await;
+    let mut users = std::collections::BTreeSet::new();
+    let start = std::time::Instant::now();
+    while start.elapsed() < SEC(24) {
+        let cred = read_cred(&out).unwrap();
+        users.insert(s(&cred, "username"));
+        stack
+            .pg_login(&s(&cred, "username"), &s(&cred, "password"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}; logs:\n{}", agent.logs()));
+        assert_eq!(agent.status("/ready").await, Some(200), "{}", agent.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(users.len() >= 2, "re-issued under the cap: {users:?}");
+    assert!(users.len() <= 6, "no flood of credentials: {users:?}");
+    assert_eq!(agent.stop(), 0);
+}
+
+async fn broken_role_sql_fails_issue_keeps_the_credential_and_recovers(v: Vault) {
+    let stack = Stack::start_on(v).await;
+    stack.dynamic_role("app", "1h", "24h").await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("db.json");
+    let mut agent = approle_agent(&stack, dir.path(), &["--revoke-grace", "1s"]).await;
+    let first = read_cred(&out).unwrap();
+    // The role's SQL breaks: the database refuses it, and Vault answers the issue with 500.
+    stack
+        .api(
+            "POST",
+            "database/roles/app",
+            json!({"db_name": "pg", "creation_statements": ["CREATE ROLEX \"{{name}}\";"],
+                   "default_ttl": "1h", "max_ttl": "24h"}),
+        )
+        .await;
+    agent.signal("USR1");
+    tokio::time::sleep(SEC(4)).await;
+    assert_eq!(
+        read_cred(&out).unwrap(),
+        first,
+        "the file kept the last good credential"
+    );
+    assert_eq!(agent.status("/ready").await, Some(200), "{}", agent.logs());
+    assert_eq!(
+        stack.pg_dynamic_roles().await,
+        vec![s(&first, "username")],
+        "no half-made users"
+    );
+    // Fixed: the agent's retries go through.
+    stack.dynamic_role("app", "1h", "24h").await;
+    let second = new_credential(
+        &out,
+        &s(&first, "username"),
+        "a credential once the SQL works",
+    )
+    .await;
+    stack
+        .pg_login(&s(&second, "username"), &s(&second, "password"))
+        .await
+        .unwrap();
+    assert_eq!(
+        logins(&agent),
+        1,
+        "a failed issue is no reason to log in again"
+    );
+    assert_eq!(agent.stop(), 0);
+}
+
+async fn sealed_server_keeps_the_file_and_the_agent_recovers_after_unseal(v: Vault) {
+    let stack = Stack::start_on(v).await;
+    stack.dynamic_role("app", "4s", "1h").await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("db.json");
+    let mut agent = approle_agent(&stack, dir.path(), &["--revoke-grace", "1s"]).await;
+    let first = read_cred(&out).unwrap();
+    stack.seal().await;
+    // Renewals fail while sealed; once the credential's end has passed, /ready says so
+    // (ready implies valid), but the file is never removed.
+    eventually(SEC(15), "/ready 503 after the sealed lease's end", || {
+        let agent = &agent;
+        async move { (agent.status("/ready").await == Some(503)).then_some(()) }
+    })
+    .await;
+    assert!(out.exists(), "the file stays while Vault is sealed");
+    assert_eq!(
+        agent.status("/health").await,
+        Some(200),
+        "health never depends on Vault"
+    );
+    stack.unseal().await;
+    agent.wait_ready(SEC(30)).await;
+    let now = read_cred(&out).unwrap();
+    stack
+        .pg_login(&s(&now, "username"), &s(&now, "password"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}; logs:\n{}", agent.logs()));
+    assert_ne!(
+        s(&now, "username"),
+        s(&first, "username"),
+        "the expired lease was replaced"
+    );
+    assert_eq!(agent.stop(), 0);
+}
+
+matrix!(
+    sighup_adds_a_secret_and_keeps_the_unchanged_one,
+    revoke_on_exit_drops_the_user_and_plain_exit_keeps_it,
+    jwt_auth_logs_in_with_bound_audience_and_subject,
+    policy_change_denies_issue_and_the_last_good_credential_stays,
+    mount_max_ttl_tuned_down_is_met_by_reissuing_in_time,
+    broken_role_sql_fails_issue_keeps_the_credential_and_recovers,
+    sealed_server_keeps_the_file_and_the_agent_recovers_after_unseal,
+    // Found while bringing real OpenBao into the loop (issue 13, failure 3): a denial was
+    // retried on the transient backoff, each time after a new login.
+    policy_denial_is_not_retried_as_if_transient,
+);

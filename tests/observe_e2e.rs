@@ -1,8 +1,10 @@
 //! Black-box tests of what operators see and hear: `/metrics` moving with each event,
 //! `/status` and the status page agreeing with the file, no secret on any of them or in the
 //! logs, the admin listener's `POST /rotate` and its refusals, and the app-notification hooks
-//! firing once per real credential change (never on renewals). The real binary, devvault and
-//! a real PostgreSQL.
+//! firing once per real credential change (never on renewals). The real binary, a real
+//! PostgreSQL, and devvault or a real OpenBao dev server: the metrics walk-through injects
+//! devvault faults and stays on devvault; the admin and notification scenarios run on both
+//! (`matrix!`).
 
 mod common;
 
@@ -175,8 +177,8 @@ async fn metrics_status_and_page_follow_renewal_rotation_and_failures() {
     let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
     let admin_token = "adm-Qx7c1b0e9d";
     let admin_file = write_token(dir.path(), "admin-token", admin_token);
-    let admin_port = free_port();
-    let admin_listen = format!("127.0.0.1:{admin_port}");
+    // Port 0: the agent binds it and logs it; a port picked here could be taken first.
+    let admin_listen = "127.0.0.1:0".to_string();
     let out = dir.path().join("db.json");
     // The first login fails: an auth failure, counted before anything else happens.
     stack
@@ -218,6 +220,7 @@ async fn metrics_status_and_page_follow_renewal_rotation_and_failures() {
         dir.path(),
     );
     agent.wait_ready(SEC(15)).await;
+    let admin_port = agent.admin_port();
     let first = read_cred(&out).unwrap();
     let mut passwords = vec![s(&first, "password")];
 
@@ -460,9 +463,8 @@ fn non_loopback_address() -> Option<String> {
         .map(|ip| ip.to_string())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_rotate_needs_the_token_refuses_remote_peers_and_survives_reload() {
-    let stack = Stack::start().await;
+async fn admin_rotate_needs_the_token_refuses_remote_peers_and_survives_reload(v: Vault) {
+    let stack = Stack::start_on(v).await;
     stack.dynamic_role("app", "1h", "24h").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
@@ -478,9 +480,9 @@ async fn admin_rotate_needs_the_token_refuses_remote_peers_and_survives_reload()
         )
     };
     std::fs::write(&config, secret_toml("1m")).unwrap();
-    let port = free_port();
+    // Port 0: the agent binds it and logs it; a port picked here could be taken first.
     // Bound to every address by mistake: remote peers are still refused.
-    let listen = format!("0.0.0.0:{port}");
+    let listen = "0.0.0.0:0".to_string();
     let mut agent = AgentProc::spawn(
         &[
             "--vault-addr",
@@ -502,6 +504,7 @@ async fn admin_rotate_needs_the_token_refuses_remote_peers_and_survives_reload()
         dir.path(),
     );
     agent.wait_ready(SEC(15)).await;
+    let port = agent.admin_port();
     let first = read_cred(&out).unwrap();
     let local = "127.0.0.1";
 
@@ -595,8 +598,8 @@ async fn admin_rotate_needs_the_token_refuses_remote_peers_and_survives_reload()
 
     // --admin-allow-remote: remote peers get in with the token, and only with it.
     if let Some(addr) = remote {
-        let port = free_port();
-        let listen = format!("0.0.0.0:{port}");
+        // Port 0: the agent binds it and logs it; a port picked here could be taken first.
+        let listen = "0.0.0.0:0".to_string();
         let out = dir.path().join("remote.json");
         let mut agent = AgentProc::spawn(
             &[
@@ -622,6 +625,7 @@ async fn admin_rotate_needs_the_token_refuses_remote_peers_and_survives_reload()
             dir.path(),
         );
         agent.wait_ready(SEC(15)).await;
+        let port = agent.admin_port();
         let before = s(&read_cred(&out).unwrap(), "username");
         assert_eq!(admin_post(port, &addr, "/rotate", None).await.0, 401);
         let (code, body) = admin_post(port, &addr, "/rotate", Some(admin_token)).await;
@@ -698,9 +702,8 @@ impl Drop for SignalCounter {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_notification_fires_once_per_new_credential_and_never_on_renewal() {
-    let stack = Stack::start().await;
+async fn each_notification_fires_once_per_new_credential_and_never_on_renewal(v: Vault) {
+    let stack = Stack::start_on(v).await;
     // Leases of 6 s: a renewal every 4 s or so, with slack for a loaded machine (a lease that
     // died would be replaced: a real change, and a notification).
     stack.dynamic_role("app", "6s", "1h").await;
@@ -743,8 +746,8 @@ async fn each_notification_fires_once_per_new_credential_and_never_on_renewal() 
     std::fs::write(&pid_file, app.0.id().to_string()).unwrap();
     let (hook_port, posts) = hook_listener().await;
     let hook_url = format!("http://127.0.0.1:{hook_port}/credential-changed");
-    let admin_port = free_port();
-    let admin_listen = format!("127.0.0.1:{admin_port}");
+    // Port 0: the agent binds it and logs it; a port picked here could be taken first.
+    let admin_listen = "127.0.0.1:0".to_string();
     // Let the trap be installed before any signal can arrive.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -779,6 +782,7 @@ async fn each_notification_fires_once_per_new_credential_and_never_on_renewal() 
         dir.path(),
     );
     agent.wait_ready(SEC(15)).await;
+    let admin_port = agent.admin_port();
     let first = read_cred(&out).unwrap();
     let mut passwords = vec![s(&first, "password")];
     let notified = |m: &str, hook: &str| {
@@ -895,3 +899,8 @@ async fn each_notification_fires_once_per_new_credential_and_never_on_renewal() 
     assert_eq!(agent.stop(), 0);
     assert_no_secrets(&[("the log", &agent.logs())], &secrets);
 }
+
+matrix!(
+    admin_rotate_needs_the_token_refuses_remote_peers_and_survives_reload,
+    each_notification_fires_once_per_new_credential_and_never_on_renewal,
+);

@@ -186,10 +186,9 @@ fn issued_users(agent: &AgentProc) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_and_app_share_a_volume_through_five_rotations() {
+async fn agent_and_app_share_a_volume_through_five_rotations(v: Vault) {
     let app_bin = testkit::bins::workspace_example("vault-rotator", "app");
-    let stack = Stack::start().await;
+    let stack = Stack::start_on(v).await;
     // An 8 s lease, renewed before each rotation: the file is rewritten for renewals (same
     // user) as well as for rotations (new user), and the app must tell them apart.
     stack.dynamic_role("app", "8s", "30s").await;
@@ -332,3 +331,5 @@ async fn agent_and_app_share_a_volume_through_five_rotations() {
     let logs = agent.logs() + &app_logs;
     assert!(!logs.contains(&secret_id), "the secret_id reached a log");
 }
+
+matrix!(agent_and_app_share_a_volume_through_five_rotations);

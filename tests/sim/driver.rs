@@ -970,7 +970,8 @@ async fn simulate(sc: Scenario, progress: Progress) -> Result<(), Violation> {
     };
     let events = std::mem::take(&mut run.sc.events);
     let mut events = events.into_iter().peekable();
-    let liveness_by = run.sc.quiet_at + run.sc.backoff_max * 3 + S(60) + run.sc.splay;
+    // Three backoff caps, a minute for a policy denial's floor, and a minute more.
+    let liveness_by = run.sc.quiet_at + run.sc.backoff_max * 3 + S(120) + run.sc.splay;
     let mut ready_since_quiet = false;
     loop {
         let elapsed = run.elapsed();

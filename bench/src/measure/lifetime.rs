@@ -1,12 +1,14 @@
 //! Vault requests per credential lifetime, for a role's TTL and max_ttl and the agent's
 //! rotation cadence, against the fewest possible (see [`Lifetimes::minimum_per_credential`]).
-//! Each agent has its own devvault, so its request log holds only its own requests.
+//! Each agent has its own server (devvault, or a real OpenBao whose audit log is read), so its
+//! request log holds only its own requests.
 
 use std::time::Duration;
 
 use crate::agent::{Agent, Kind, Spec};
 use crate::analysis::{self, LifetimeCost, Lifetimes};
 use crate::ctx::{secs, Ctx};
+use crate::stack::Server;
 
 /// A named set of lease settings.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +66,7 @@ pub fn scenarios() -> [Scenario; 2] {
 #[derive(Debug, Clone)]
 pub struct Lifetime {
     pub kind: Kind,
+    pub server: Server,
     pub scenario: Scenario,
     pub window: Duration,
     pub cost: Option<LifetimeCost>,
@@ -72,11 +75,16 @@ pub struct Lifetime {
     pub errors: usize,
 }
 
-pub async fn run(ctx: &Ctx, kind: Kind, scenario: Scenario) -> Result<Lifetime, String> {
+pub async fn run(
+    ctx: &Ctx,
+    kind: Kind,
+    scenario: Scenario,
+    server: Server,
+) -> Result<Lifetime, String> {
     let window = ctx.settings.lifetime_window;
     let l = scenario.lifetimes;
     let (vault, dir) = ctx
-        .vault(kind, &format!("lifetime-{}", scenario.name))
+        .vault_on(kind, &format!("lifetime-{}", scenario.name), server)
         .await;
     vault.role("life", &secs(l.ttl), &secs(l.max_ttl)).await;
     let mut spec = Spec::new(
@@ -95,6 +103,7 @@ pub async fn run(ctx: &Ctx, kind: Kind, scenario: Scenario) -> Result<Lifetime, 
     agent.stop(Duration::from_secs(5)).await;
     Ok(Lifetime {
         kind,
+        server,
         scenario,
         window,
         cost: analysis::lifetime_cost(reqs),

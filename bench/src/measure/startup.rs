@@ -12,12 +12,13 @@ use crate::agent::{Agent, Kind, Spec};
 use crate::analysis::{classify, Class};
 use crate::ctx::Ctx;
 use crate::procfs::Sample;
-use crate::stack::{Req, Vault};
+use crate::stack::{Req, Server, Vault};
 use crate::stats::{median, median_u64};
 
 #[derive(Debug, Clone)]
 pub struct Startup {
     pub kind: Kind,
+    pub server: Server,
     pub runs: usize,
     /// Medians, in ms.
     pub ready_ms: f64,
@@ -43,8 +44,8 @@ struct Run {
     settled: Sample,
 }
 
-pub async fn run(ctx: &Ctx, kind: Kind) -> Result<Startup, String> {
-    let (vault, dir) = ctx.vault(kind, "startup").await;
+pub async fn run(ctx: &Ctx, kind: Kind, server: Server) -> Result<Startup, String> {
+    let (vault, dir) = ctx.vault_on(kind, "startup", server).await;
     vault.role("start", "1h", "24h").await;
     let mut runs = Vec::new();
     for i in 0..ctx.settings.startup_runs {
@@ -60,6 +61,7 @@ pub async fn run(ctx: &Ctx, kind: Kind) -> Result<Startup, String> {
     let u = |get: fn(&Run) -> u64| median_u64(&runs.iter().map(get).collect::<Vec<_>>());
     Ok(Startup {
         kind,
+        server,
         runs: runs.len(),
         ready_ms: f(|r| r.ready),
         files_ms: f(|r| r.files),
