@@ -39,7 +39,7 @@ pub enum AgentError {
     Once {
         name: String,
         #[source]
-        source: SecretError,
+        source: Box<SecretError>,
     },
     #[error("--once: gave up after {0:?}")]
     OnceTimeout(Duration),
@@ -201,7 +201,10 @@ impl Agent {
         for joined in results {
             let (name, r) =
                 joined.map_err(|e| AgentError::Config(format!("--once worker failed: {e}")))?;
-            r.map_err(|source| AgentError::Once { name, source })?;
+            r.map_err(|source| AgentError::Once {
+                name,
+                source: Box::new(source),
+            })?;
         }
         Ok(())
     }

@@ -639,7 +639,7 @@ impl Run {
     /// No floods or hot loops: requests per minute, and credentials per lease lifetime.
     fn check_floods(&self) -> Result<(), Violation> {
         let requests = self.model.requests();
-        let secrets = self.secrets.len().max(self.sc.secrets.len()) as usize + 2;
+        let secrets = self.secrets.len().max(self.sc.secrets.len()) + 2;
         let per_minute = 40 * secrets + 20;
         let mut lo = 0;
         for (hi, r) in requests.iter().enumerate() {
@@ -1026,7 +1026,9 @@ async fn simulate(sc: Scenario, progress: Progress) -> Result<(), Violation> {
 
 /// Hand-written scenarios, one per lifecycle failure of issue 13, run through the same
 /// invariants as the random ones. Each broke an invariant before its fix.
-pub const SCRIPTED: &[(&str, fn(&Path) -> Scenario)] = &[
+pub type Script = fn(&Path) -> Scenario;
+
+pub const SCRIPTED: &[(&str, Script)] = &[
     (
         "ready-before-first-credential",
         ready_before_first_credential,
