@@ -14,9 +14,14 @@
 //! ```
 //!
 //! - [`config`]: every option, its default and its validation.
-//! - [`vault`]: the HTTP client, typed responses, auth methods, and the [`vault::Backend`] seam.
-//! - [`lease`]: pure timing decisions, tested in virtual time.
-//! - [`secret`]: one secret's loop; [`agent`]: the workers, probes and signals together.
+//! - [`vault`]: the HTTP client, typed responses, auth methods (and the 403 triage: a dead
+//!   token or a policy denial), the [`vault::Backend`] seam for workers, and the
+//!   [`vault::transport`] seam below the client, where the simulator (`tests/sim`) puts its
+//!   in-memory Vault.
+//! - [`lease`]: pure timing decisions, tested in virtual time; [`time`]: wall-clock times
+//!   derived from the monotonic clock, so they follow virtual time too.
+//! - [`secret`]: one secret's loop, including the hand-over when `SIGHUP` replaces it;
+//!   [`agent`]: the workers, probes and signals (as [`agent::Command`]s) together.
 //! - [`credential`]: the credential and the [`credential::SecretValue`] that never prints.
 //! - [`render`], [`sink`], [`state`], [`http`]: output, files, shared status, probe and admin
 //!   servers; [`metrics`] and [`status`]: what `/metrics`, `/status` and the status page show.
