@@ -83,7 +83,10 @@ struct Running {
 /// A worker SIGHUP retired: still handing over or in its grace, awaited on SIGTERM so that
 /// its revocations happen.
 struct Retiring {
+    name: String,
     stop: watch::Sender<bool>,
+    /// A removed secret configured again within its grace becomes a replaced one.
+    retire: watch::Sender<Retire>,
     task: JoinHandle<()>,
 }
 
@@ -440,17 +443,30 @@ impl Agent {
                 let _ = r.retire.send(how);
                 tracing::info!(secret = %name, ?how, "SIGHUP: retired");
                 self.retiring.push(Retiring {
+                    name: name.clone(),
                     stop: r.stop,
+                    retire: r.retire,
                     task: r.task,
                 });
             }
             if how == Retire::Removed {
                 self.state.remove_secret(&name);
-                self.written.remove(&name);
+                // Earlier workers of this name still handing over have nothing to hand
+                // over to any more.
+                for r in &self.retiring {
+                    if r.name == name && *r.retire.borrow() == Retire::Replaced {
+                        let _ = r.retire.send(Retire::Removed);
+                    }
+                }
             }
         }
         for (name, s) in wanted {
             if !self.running.contains_key(&name) {
+                for r in &self.retiring {
+                    if r.name == name && *r.retire.borrow() == Retire::Removed {
+                        let _ = r.retire.send(Retire::Replaced);
+                    }
+                }
                 match self.start(s) {
                     Ok(()) => tracing::info!(secret = %name, "SIGHUP: started"),
                     Err(e) => tracing::error!(secret = %name, error = %e, "SIGHUP: cannot start"),

@@ -89,6 +89,16 @@ pub enum Retire {
     Replaced,
 }
 
+/// How a hand-over ended.
+enum HandOver {
+    /// The new worker wrote its credential: this one's grace starts.
+    Written,
+    /// SIGTERM came first.
+    Stopped,
+    /// A later SIGHUP removed the secret after all.
+    Removed,
+}
+
 /// How the worker is told to act outside its plan.
 #[derive(Clone)]
 pub struct Control {
@@ -269,16 +279,22 @@ impl<B: Backend> Worker<B> {
     pub async fn run(mut self) {
         let name = self.cfg.name.clone();
         let _alive = self.state.task_guard(&name);
-        let retired = self.serve().await;
-        match retired {
-            Retire::No => self.shutdown().await,
-            Retire::Removed => self.revoke_after_grace().await,
-            Retire::Replaced => {
-                if self.hand_over().await {
-                    self.revoke_after_grace().await;
-                } else {
-                    self.shutdown().await;
+        let mut how = self.serve().await;
+        // A retired worker may be configured again, or removed again, by later SIGHUPs.
+        loop {
+            match how {
+                Retire::No => return self.shutdown().await,
+                Retire::Removed => {
+                    if !self.grace_unless_readded().await {
+                        return self.revoke_all().await;
+                    }
+                    how = Retire::Replaced;
                 }
+                Retire::Replaced => match self.hand_over().await {
+                    HandOver::Written => return self.revoke_after_grace().await,
+                    HandOver::Stopped => return self.shutdown().await,
+                    HandOver::Removed => how = Retire::Removed,
+                },
             }
         }
     }
@@ -352,17 +368,21 @@ impl<B: Backend> Worker<B> {
     }
 
     /// Replaced by SIGHUP: keep the credential in the file alive (renewals, due revokes)
-    /// until the new worker has written its own. `true` once it has; `false` on SIGTERM.
-    async fn hand_over(&mut self) -> bool {
+    /// until the new worker has written its own.
+    async fn hand_over(&mut self) -> HandOver {
         let mut written = self.control.written.subscribe();
         let mut shutdown = self.control.shutdown.clone();
+        let mut retire = self.control.retire.clone();
         tracing::info!(secret = %self.cfg.name, "SIGHUP: replaced; keeping the current credential alive until the new settings have written one");
         loop {
             if self.handed_over() {
-                return true;
+                return HandOver::Written;
             }
             if *shutdown.borrow() {
-                return false;
+                return HandOver::Stopped;
+            }
+            if *retire.borrow_and_update() == Retire::Removed {
+                return HandOver::Removed;
             }
             let now = Instant::now();
             let renew_at = match self.planned(now) {
@@ -379,8 +399,9 @@ impl<B: Backend> Worker<B> {
             };
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => return self.handed_over(),
+                _ = shutdown.changed() => continue,
                 _ = written.changed() => continue,
+                changed = retire.changed() => if changed.is_err() { return HandOver::Stopped } else { continue },
                 _ = sleep => {}
             }
             if revoke_at.is_some_and(|r| r <= Instant::now()) {
@@ -397,6 +418,30 @@ impl<B: Backend> Worker<B> {
                     self.retry_at = Some(Instant::now() + wait);
                     self.log_failure(Action::Renew, &e, wait);
                 }
+            }
+        }
+    }
+
+    /// Removed by SIGHUP: waits out the grace. `true` when a later SIGHUP configured the
+    /// name again meanwhile (the file holds this credential and is wanted again); `false`
+    /// when the grace is over, or SIGTERM cut it short.
+    async fn grace_unless_readded(&mut self) -> bool {
+        let mut shutdown = self.control.shutdown.clone();
+        let mut retire = self.control.retire.clone();
+        let grace = tokio::time::sleep(self.cfg.revoke_grace);
+        tokio::pin!(grace);
+        loop {
+            if *retire.borrow_and_update() == Retire::Replaced {
+                return true;
+            }
+            if *shutdown.borrow() {
+                return false;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return false,
+                changed = retire.changed() => if changed.is_err() { return false },
+                _ = &mut grace => return false,
             }
         }
     }
