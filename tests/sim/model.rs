@@ -1252,27 +1252,29 @@ impl Inner {
                 Rotate(String, String),
             }
             let mut next: Option<(Instant, Ev)> = None;
-            let mut consider = |at: Instant, ev: Ev| {
+            // Called for every token, lease and role on every request: the event is built
+            // only when it is due (this is the simulator's hot path).
+            let mut consider = |at: Instant, ev: &dyn Fn() -> Ev| {
                 if at <= now && next.as_ref().is_none_or(|(t, _)| at < *t) {
-                    next = Some((at, ev));
+                    next = Some((at, ev()));
                 }
             };
             for t in self.tokens.values() {
                 if t.revoked_at.is_none() && t.expired_at.is_none() {
                     if let Some(e) = t.expires_at {
-                        consider(e, Ev::Token(t.accessor.clone()));
+                        consider(e, &|| Ev::Token(t.accessor.clone()));
                     }
                 }
             }
             for l in self.leases.values() {
                 if l.state == LeaseState::Live {
-                    consider(l.expires_at, Ev::Lease(l.id.clone()));
+                    consider(l.expires_at, &|| Ev::Lease(l.id.clone()));
                 }
             }
             if !self.db_down {
                 for ((mount, role), s) in &self.static_roles {
                     let due = (s.last_rotation + s.rotation_period).max(self.db_up_since);
-                    consider(due, Ev::Rotate(mount.clone(), role.clone()));
+                    consider(due, &|| Ev::Rotate(mount.clone(), role.clone()));
                 }
             }
             let Some((at, ev)) = next else { return };
