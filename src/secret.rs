@@ -332,8 +332,10 @@ impl<B: Backend> Worker<B> {
                 }
                 _ = tokio::time::sleep_until(at) => action,
                 _ = rotate.notified() => {
+                    // Planned like any action: at once, unless a failure's backoff (or a
+                    // Retry-After) is still running.
                     self.rotate_requested = true;
-                    Action::Reissue(Why::Cadence)
+                    continue;
                 }
                 changed = token_changes.changed() => {
                     if changed.is_err() { return Retire::No; }
