@@ -516,6 +516,12 @@ impl Auth {
                 }
             };
             let can_relogin = self.cfg.method != AuthMethod::Token || self.cfg.token_file.is_some();
+            // A token that ran out (renewals failed while Vault was away) cannot be renewed:
+            // only a new login helps.
+            let life = TokenLife {
+                is_final: life.is_final || token.is_expired(Instant::now()),
+                ..life
+            };
             let at = if life.is_final {
                 if !can_relogin {
                     tracing::warn!(expires_in = %fmt_in(expires_at), "the Vault token cannot be renewed further and auth=token cannot log in again");

@@ -553,10 +553,12 @@ impl Run {
                 if let Some(since) = self.revoked_out_of_band(user) {
                     // Vault does not tell anyone: the agent learns at its next renewal (of the
                     // lease or of the token), and must replace the credential by then.
+                    // Counted from when Vault is reachable again, should faults be running.
                     let notice = self.sc.dyn_ttl.max(self.sc.approle_token.ttl)
                         + self.sc.backoff_max * 2
                         + S(60);
-                    if now < since + notice {
+                    let from = since.max(self.start + self.sc.quiet_at);
+                    if now < from + notice {
                         continue;
                     }
                     self.flag(
