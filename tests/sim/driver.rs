@@ -393,6 +393,9 @@ struct Doings {
     reloads: Vec<Instant>,
     /// Per username: when it was first and last seen in a configured file.
     seen: BTreeMap<String, (Instant, Instant)>,
+    /// Per secret name: since when it has been configured without a break. A file left by a
+    /// removed secret may hold a credential revoked while it was not configured.
+    configured_since: BTreeMap<String, Instant>,
 }
 
 struct Run {
@@ -487,6 +490,11 @@ impl Run {
             }
             Event::Reload(secrets) => {
                 self.reload_count += 1;
+                let names: Vec<String> = secrets.iter().map(|s| s.name.clone()).collect();
+                self.did.configured_since.retain(|n, _| names.contains(n));
+                for n in names {
+                    self.did.configured_since.entry(n).or_insert(now);
+                }
                 let cfg = load_config(&self.sc, &secrets, self.reload_count);
                 self.secrets = secrets;
                 self.did.reloads.push(now);
@@ -618,6 +626,14 @@ impl Run {
             return Ok(());
         };
         if self.did.revoked_leases.contains(&lease) {
+            return Ok(());
+        }
+        if self
+            .did
+            .configured_since
+            .get(name)
+            .is_some_and(|since| at < *since)
+        {
             return Ok(());
         }
         let parent = self.model.lease_parent(&lease).unwrap_or_default();
