@@ -213,6 +213,8 @@ pub struct Worker<B: Backend> {
     /// The policy refused `rotate-role`: stop asking.
     rotate_denied: bool,
     last_rotate_request: Option<Instant>,
+    /// SIGHUP replaced this worker: it only keeps its credential alive, and issues nothing.
+    handing_over: bool,
     /// A manual rotation (SIGUSR1, `POST /rotate`) was asked for and has not succeeded yet:
     /// after a failure it is retried with backoff like any planned action, not dropped.
     rotate_requested: bool,
@@ -247,6 +249,7 @@ impl<B: Backend> Worker<B> {
             rotate_denied: false,
             last_rotate_request: None,
             rotate_requested: false,
+            handing_over: false,
         }
     }
 
@@ -372,6 +375,7 @@ impl<B: Backend> Worker<B> {
     /// Replaced by SIGHUP: keep the credential in the file alive (renewals, due revokes)
     /// until the new worker has written its own.
     async fn hand_over(&mut self) -> HandOver {
+        self.handing_over = true;
         let mut written = self.control.written.subscribe();
         let mut shutdown = self.control.shutdown.clone();
         let mut retire = self.control.retire.clone();
@@ -974,6 +978,11 @@ impl<B: Backend> Worker<B> {
                     }
                 }
                 self.refresh_expiry();
+                if self.handing_over {
+                    // Replaced by SIGHUP: the new settings' worker issues the replacement; a
+                    // second issuer here would only mint a user nobody keeps.
+                    return Ok(());
+                }
                 self.issue(Some(Why::Deadline)).await
             }
             Err(SecretError::Denied(e)) | Err(SecretError::Vault(e))
