@@ -599,6 +599,12 @@ impl<B: Backend> Worker<B> {
             Err(e) => return Err(e.into()),
         };
         if !self.backend.confirm_dead(&token, &refusal).await? {
+            // The token is alive. "invalid token" for a live token is a passing refusal
+            // (a standby not yet caught up): retry on the backoff. Anything else is the
+            // policy's answer.
+            if refusal.is_invalid_token() {
+                return Err(SecretError::Vault(refusal));
+            }
             return Err(SecretError::Denied(refusal));
         }
         tracing::debug!(secret = %self.cfg.name, "the token is gone; logging in again before retrying once");
@@ -985,8 +991,10 @@ impl<B: Backend> Worker<B> {
                 }
                 self.issue(Some(Why::Deadline)).await
             }
+            // Refused by policy (the token is alive), or not renewable. A 403 for a live
+            // token that says "invalid token" is neither: it comes back as a passing fault.
             Err(SecretError::Denied(e)) | Err(SecretError::Vault(e))
-                if e.is_forbidden() || e.is_not_renewable() =>
+                if !e.is_invalid_token() && (e.is_forbidden() || e.is_not_renewable()) =>
             {
                 // Renewing again would only repeat the refusal: keep the credential to the end
                 // of its lease and replace it ahead of that.
@@ -1194,7 +1202,7 @@ fn outlives(fresh: &Token, old: &Token) -> bool {
     match (fresh.final_end(), old.expires_at()) {
         (None, _) => true,
         (Some(_), None) => false,
-        (Some(f), Some(o)) => f.expires_at > o + crate::lease::MIN_LEAD,
+        (Some(f), Some(o)) => f.expires_at > o,
     }
 }
 

@@ -279,13 +279,14 @@ impl Auth {
         if token.is_dead() {
             return Ok(true);
         }
-        if !refusal.is_invalid_token() {
-            match self.client.lookup_self(token.secret()).await {
-                Ok(_) => return Ok(false),
-                Err(e) if e.is_forbidden() => {}
-                Err(e) => return Err(self.vault_err(e)),
-            }
+        // Asked even after "invalid token": a live token's leases are alive, and replacing
+        // them would mint database users for nothing.
+        match self.client.lookup_self(token.secret()).await {
+            Ok(_) => return Ok(false),
+            Err(e) if e.is_forbidden() => {}
+            Err(e) => return Err(self.vault_err(e)),
         }
+        let _ = refusal;
         tracing::warn!(accessor = %token.accessor, "Vault no longer knows the token: its leases are gone too");
         token.mark_dead(Instant::now());
         self.tell_workers();
