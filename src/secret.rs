@@ -1059,6 +1059,12 @@ impl<B: Backend> Worker<B> {
 
     /// `--rotate-every` on a static role: ask Vault to rotate now, then read the new password.
     async fn rotate_static(&mut self) -> Result<(), SecretError> {
+        // The password in the file dies the moment Vault rotates it, before the answer is
+        // back and the new one is read: from now on it counts as ended.
+        if let Some(held) = self.current.as_mut() {
+            held.rotates_at = Some(Instant::now());
+        }
+        self.refresh_expiry();
         let rotate_path = self
             .read_path
             .replacen("/static-creds/", "/rotate-role/", 1);
@@ -1082,7 +1088,8 @@ impl<B: Backend> Worker<B> {
             Err(SecretError::Denied(e)) => {
                 tracing::warn!(secret = %self.cfg.name, error = %e, "the policy does not allow rotate-role; relying on Vault's own rotation schedule");
                 self.rotate_denied = true;
-                Ok(())
+                // Nothing rotated: read the role again, which restores the password's end.
+                self.reread().await
             }
             Err(e) => Err(e),
         }
