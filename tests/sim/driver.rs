@@ -719,7 +719,8 @@ impl Run {
     /// No retry of a secret read earlier than the backoff or Retry-After allows.
     fn check_backoff(&self) -> Result<(), Violation> {
         let requests = self.model.requests();
-        let mut last_failure: BTreeMap<&str, (Instant, Duration)> = BTreeMap::new();
+        // Per path: when the failed request left, when its failure came back, the wait owed.
+        let mut last_failure: BTreeMap<&str, (Instant, Instant, Duration)> = BTreeMap::new();
         for r in &requests {
             let read = r.method == reqwest::Method::GET
                 && (r.path.contains("/creds/")
@@ -728,13 +729,15 @@ impl Run {
             if !read {
                 continue;
             }
-            if let Some((done, wait)) = last_failure.get(r.path.as_str()) {
-                let reloaded = self.did.reloads.iter().any(|t| t > done && *t <= r.at);
+            if let Some((sent, done, wait)) = last_failure.get(r.path.as_str()) {
+                // A reload (a new worker) or an operator's rotation since the failed request
+                // left owes nothing to its backoff.
+                let reloaded = self.did.reloads.iter().any(|t| t > sent && *t <= r.at);
                 let rotated = self
                     .did
                     .operator_actions
                     .iter()
-                    .any(|t| t > done && *t <= r.at);
+                    .any(|t| t > sent && *t <= r.at);
                 if !reloaded && !rotated && r.at < *done + *wait {
                     self.flag(
                         "backoff honoured",
@@ -757,7 +760,7 @@ impl Run {
                 let wait = floor.max(retry_after.unwrap_or_default().min(self.sc.backoff_max));
                 last_failure.insert(
                     r.path.as_str(),
-                    (r.done_at, wait - Duration::from_millis(1)),
+                    (r.at, r.done_at, wait - Duration::from_millis(1)),
                 );
             } else {
                 last_failure.remove(r.path.as_str());
