@@ -84,6 +84,9 @@ pub struct Token {
     /// Lifetime at login; 0 for a token that never expires (root, or no TTL).
     pub ttl: Duration,
     pub renewable: bool,
+    /// Whether `lookup-self` can tell this token's fate: Vault's `default` policy grants it,
+    /// but a token without that policy is refused it alive or dead.
+    pub can_lookup: bool,
     life: Mutex<TokenLife>,
 }
 
@@ -126,6 +129,7 @@ impl Token {
             accessor,
             ttl,
             renewable,
+            can_lookup: true,
             life: Mutex::new(TokenLife {
                 expires_at,
                 renewed_at: now,
@@ -134,6 +138,12 @@ impl Token {
                 dead: false,
             }),
         }
+    }
+
+    /// A token whose policies leave out `default` (and `root`) cannot look itself up.
+    pub fn with_policies(mut self, policies: Option<&[String]>) -> Token {
+        self.can_lookup = policies.is_none_or(|p| p.iter().any(|n| n == "default" || n == "root"));
+        self
     }
 
     pub fn secret(&self) -> &SecretValue {
@@ -283,6 +293,12 @@ impl Auth {
         // them would mint database users for nothing.
         match self.client.lookup_self(token.secret()).await {
             Ok(_) => return Ok(false),
+            // Refused alive or dead: only its own end can say it died.
+            Err(e) if e.is_forbidden() && !token.can_lookup => {
+                if !token.is_expired(Instant::now()) {
+                    return Ok(false);
+                }
+            }
             Err(e) if e.is_forbidden() => {}
             Err(e) => return Err(self.vault_err(e)),
         }
@@ -417,7 +433,8 @@ impl Auth {
             (auth.lease_duration > 0).then(|| Duration::from_secs(auth.lease_duration)),
             auth.renewable,
             sent,
-        ))
+        )
+        .with_policies(auth.policies.as_deref()))
     }
 
     /// auth=token: the token comes from a file (re-read every time, something may refresh it)
