@@ -510,6 +510,7 @@ impl Run {
                 self.state.request_rotation(Some(&name));
             }
             Event::Quiet => {
+                self.model.clear_faults();
                 self.model.set_down(false);
                 self.model.set_sealed(false);
                 self.model.set_latency(Duration::ZERO);

@@ -599,6 +599,15 @@ impl Model {
         m.sealed = sealed;
     }
 
+    /// Drops every injected fault still pending.
+    pub fn clear_faults(&self) {
+        let mut m = self.lock();
+        let now = Instant::now();
+        let pending = m.faults.iter().filter(|f| f.remaining > 0).count();
+        m.faults.clear();
+        m.note(now, format!("fault: {pending} pending fault(s) cleared"));
+    }
+
     pub fn inject(&self, fault: Fault) {
         let mut m = self.lock();
         let now = Instant::now();
