@@ -534,6 +534,11 @@ impl<B: Backend> Worker<B> {
         let Some(held) = &self.current else {
             return (Action::Issue, now);
         };
+        if held.lease.is_some() && (held.token.is_dead() || held.token.is_expired(now)) {
+            // The token that created the lease ran out (renewals failed while Vault was
+            // away) or is gone: so is the lease, whatever its own TTL says.
+            return (Action::Reissue(Why::TokenDeadline), now);
+        }
         if let Some(lease) = &held.lease {
             return match lease::plan(
                 now,

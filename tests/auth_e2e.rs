@@ -137,7 +137,8 @@ async fn kubernetes_auth_rereads_a_rotated_jwt_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_token_refused_as_invalid_is_retried_without_a_login_or_a_new_user() {
     let stack = Stack::start().await;
-    stack.dynamic_role("app", "3s", "1h").await;
+    // A lease long enough that a slow machine still renews it after the refusal.
+    stack.dynamic_role("app", "8s", "1h").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("db.json");
@@ -154,7 +155,7 @@ async fn a_live_token_refused_as_invalid_is_retried_without_a_login_or_a_new_use
                    "body": "{\"errors\":[\"2 errors occurred:\\n\\t* permission denied\\n\\t* invalid token\\n\\n\"]}"}),
         )
         .await;
-    tokio::time::sleep(SEC(6)).await;
+    tokio::time::sleep(SEC(10)).await;
     let logs = agent.logs();
     assert_eq!(
         count(&logs, "logged in to Vault"),
