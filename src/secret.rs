@@ -215,6 +215,8 @@ pub struct Worker<B: Backend> {
     last_rotate_request: Option<Instant>,
     /// SIGHUP replaced this worker: it only keeps its credential alive, and issues nothing.
     handing_over: bool,
+    /// The last failure was a policy denial (whose wait a manual rotation may cut short).
+    denied: bool,
     /// A manual rotation (SIGUSR1, `POST /rotate`) was asked for and has not succeeded yet:
     /// after a failure it is retried with backoff like any planned action, not dropped.
     rotate_requested: bool,
@@ -250,6 +252,7 @@ impl<B: Backend> Worker<B> {
             last_rotate_request: None,
             rotate_requested: false,
             handing_over: false,
+            denied: false,
         }
     }
 
@@ -336,8 +339,12 @@ impl<B: Backend> Worker<B> {
                 _ = tokio::time::sleep_until(at) => action,
                 _ = rotate.notified() => {
                     // Planned like any action: at once, unless a failure's backoff (or a
-                    // Retry-After) is still running.
+                    // Retry-After) is still running. A policy denial's long wait is the
+                    // exception: an operator who asks again has likely fixed the policy.
                     self.rotate_requested = true;
+                    if self.denied {
+                        self.retry_at = None;
+                    }
                     continue;
                 }
                 changed = token_changes.changed() => {
@@ -356,11 +363,13 @@ impl<B: Backend> Worker<B> {
                         self.rotate_requested = false;
                     }
                     self.retry_at = None;
+                    self.denied = false;
                     self.backoff.reset();
                 }
                 Err(e) => {
                     let wait = self.backoff_for(&e);
                     self.retry_at = Some(Instant::now() + wait);
+                    self.denied = matches!(e, SecretError::Denied(_));
                     self.log_failure(action, &e, wait);
                 }
             }
