@@ -19,21 +19,19 @@ async fn ready_is_503_until_the_first_credential_is_written() {
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("db.json");
-    let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
-    let args = [
-        "--vault-addr",
-        stack.addr(),
-        "--auth",
-        "approle",
-        "--role-id-file",
-        &rf,
-        "--secret-id-file",
-        &sf,
-        "--secret",
-        "database/creds/app",
-        "--output",
-        out.to_str().unwrap(),
-    ];
+    let mut args = approle_args(dir.path(), &role_id, &secret_id);
+    args.extend(
+        [
+            "--vault-addr",
+            stack.addr(),
+            "--secret",
+            "database/creds/app",
+            "--output",
+        ]
+        .map(String::from),
+    );
+    args.push(out.display().to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // The first read is slow, so the window before the first write is long with any splay
     // the agent draws (before the fix, the splay was the window in which /ready said 200).
     stack
