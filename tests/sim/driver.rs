@@ -6,8 +6,9 @@
 //! `Agent::with_client`), so a failing seed replays exactly: `SIM_SEED=<n> cargo test --test
 //! sim replay -- --nocapture`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -408,6 +409,38 @@ struct Run {
     start: Instant,
     did: Doings,
     reload_count: usize,
+    files: FileCache,
+}
+
+/// The output files as last parsed, keyed by what `stat` says of them: the checks look at
+/// every file every simulated second, and the agent rewrites them far less often (always by
+/// rename, so a new write is a new inode).
+#[derive(Default)]
+struct FileCache(HashMap<PathBuf, (FileStamp, Rc<Value>)>);
+
+type FileStamp = (u64, i64, i64, u64);
+
+impl FileCache {
+    fn doc(&mut self, path: &Path) -> Option<Rc<Value>> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::metadata(path) else {
+            self.0.remove(path);
+            return None;
+        };
+        let stamp = (meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.len());
+        if let Some((seen, doc)) = self.0.get(path) {
+            if *seen == stamp {
+                return Some(doc.clone());
+            }
+        }
+        let doc = Rc::new(read_json(path)?);
+        self.0.insert(path.to_path_buf(), (stamp, doc.clone()));
+        Some(doc)
+    }
+
+    fn field(&mut self, path: &Path, field: &str) -> Option<String> {
+        self.doc(path)?[field].as_str().map(str::to_string)
+    }
 }
 
 fn rfc3339(v: &Value) -> Option<SystemTime> {
@@ -451,7 +484,7 @@ impl Run {
                 let Some(s) = self.secrets.get(i % self.secrets.len().max(1)) else {
                     return;
                 };
-                if let Some(user) = file_field(&s.output, "username") {
+                if let Some(user) = self.files.field(&s.output, "username") {
                     if let Some(lease) = self.model.lease_of(&user) {
                         self.model.revoke_lease_out_of_band(&lease);
                         self.did.revoked_leases.push(lease);
@@ -535,7 +568,7 @@ impl Run {
         let now = Instant::now();
         let ready = self.state.ready(wall_now()).is_ok();
         for s in self.secrets.clone() {
-            let doc = read_json(&s.output);
+            let doc = self.files.doc(&s.output);
             if ready && doc.is_none() {
                 self.flag(
                     "ready => written",
@@ -989,6 +1022,7 @@ async fn simulate(sc: Scenario, progress: Progress) -> Result<(), Violation> {
         start: Instant::now(),
         did: Doings::default(),
         reload_count: 0,
+        files: FileCache::default(),
     };
     let events = std::mem::take(&mut run.sc.events);
     let mut events = events.into_iter().peekable();

@@ -6,6 +6,8 @@ mod model;
 mod model_tests;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Where the scenarios' files go: tmpfs when there is one (the agent fsyncs every write).
@@ -23,34 +25,62 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 /// Runs seeds from `SIM_FIRST` (default 0): `SIM_SEEDS` of them when set, otherwise as many
-/// as fit in `SIM_SECONDS` (default 60) of real time. Fails on the first broken invariant,
-/// printing its seed and trace.
+/// as fit in `SIM_SECONDS` (default 60) of real time, on `SIM_JOBS` threads (default: the
+/// machine's cores). Fails on the first broken invariant, printing its seed and trace.
+///
+/// Each seed runs alone on its own thread and runtime, so the threads share nothing and a
+/// seed replays the same however many run beside it.
 #[test]
 fn seeds_hold_the_invariants() {
     let first = env_u64("SIM_FIRST").unwrap_or(0);
     let count = env_u64("SIM_SEEDS");
     let budget = Duration::from_secs(env_u64("SIM_SECONDS").unwrap_or(60));
+    let jobs = env_u64("SIM_JOBS")
+        .map(|n| n.max(1) as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let started = Instant::now();
     let base = base_dir();
-    let mut seed = first;
-    loop {
-        let done = seed - first;
-        let enough = match count {
-            Some(n) => done >= n,
-            None => started.elapsed() >= budget,
-        };
-        if enough {
-            break;
+    let next = AtomicU64::new(first);
+    let done = AtomicU64::new(0);
+    let failed = Mutex::new(None::<Box<driver::Violation>>);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                if failed.lock().map(|f| f.is_some()).unwrap_or(true) {
+                    return;
+                }
+                let enough = match count {
+                    Some(_) => false,
+                    None => started.elapsed() >= budget,
+                };
+                let seed = next.fetch_add(1, Ordering::SeqCst);
+                if enough || count.is_some_and(|n| seed >= first + n) {
+                    return;
+                }
+                match driver::run_seed(seed, &base) {
+                    Ok(()) => {
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(v) => {
+                        if let Ok(mut f) = failed.lock() {
+                            // The lowest failing seed, should two threads fail at once.
+                            if f.as_ref().is_none_or(|old| v.seed < old.seed) {
+                                *f = Some(v);
+                            }
+                        }
+                        return;
+                    }
+                }
+            });
         }
-        if let Err(v) = driver::run_seed(seed, &base) {
-            panic!("{v}");
-        }
-        seed += 1;
+    });
+    if let Some(v) = failed.into_inner().ok().flatten() {
+        panic!("{v}");
     }
-    let n = seed - first;
+    let n = done.load(Ordering::SeqCst);
     assert!(n > 0, "no seed ran");
     println!(
-        "sim: seeds {first}..{seed} ({n} scenarios) held every invariant in {:.1}s",
+        "sim: {n} seeds from seed {first} ({jobs} threads) held every invariant in {:.1}s",
         started.elapsed().as_secs_f64()
     );
 }
