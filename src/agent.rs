@@ -272,10 +272,21 @@ impl Agent {
         let splay = lease::splay(self.cfg.splay, &mut self.rng(0));
         if !splay.is_zero() {
             tracing::info!(splay = %humantime::format_duration(crate::time::round(splay)), "waiting before the first request (splay)");
-            tokio::select! {
-                biased;
-                c = commands.recv() => if matches!(c, Some(Command::Stop) | None) { return Ok(()) },
-                _ = tokio::time::sleep(splay) => {}
+            let end = tokio::time::sleep(splay);
+            tokio::pin!(end);
+            // Commands keep their meaning during the splay: a SIGHUP here once cut the splay
+            // short and was lost, with the secrets it added never started.
+            loop {
+                tokio::select! {
+                    biased;
+                    c = commands.recv() => match c {
+                        Some(Command::Stop) | None => return Ok(()),
+                        // Every secret is about to be issued anyway.
+                        Some(Command::RotateAll) => {}
+                        Some(Command::Reload(new)) => self.reload_before_start(*new, log.as_ref()),
+                    },
+                    _ = &mut end => break,
+                }
             }
         }
         let (auth_stop_tx, auth_stop_rx) = watch::channel(false);
@@ -410,7 +421,9 @@ impl Agent {
         Ok(())
     }
 
-    fn reload(&mut self, new: Config, log: Option<&LogHandle>) {
+    /// What a reload changes whether or not the workers run: the log level, and a warning for
+    /// what only a restart changes.
+    fn reload_settings(&self, new: &Config, log: Option<&LogHandle>) {
         if let Some(log) = log {
             if let Err(e) = log.set_level(&new.log_level) {
                 tracing::warn!(error = %e, "SIGHUP: log level not changed");
@@ -419,6 +432,34 @@ impl Agent {
         if new.vault != self.cfg.vault || new.auth != self.cfg.auth {
             tracing::warn!("SIGHUP: [vault] and [auth] changes take effect on restart; secrets and log level are reloaded now");
         }
+    }
+
+    /// A reload during the start splay: no worker runs yet, so the new secrets simply replace
+    /// the old ones, and readiness waits for exactly the new set.
+    fn reload_before_start(&mut self, new: Config, log: Option<&LogHandle>) {
+        self.reload_settings(&new, log);
+        for old in &self.cfg.secrets {
+            if !new.secrets.iter().any(|s| s.name == old.name) {
+                self.state.remove_secret(&old.name);
+            }
+        }
+        let mut secrets = Vec::with_capacity(new.secrets.len());
+        for s in new.secrets {
+            match sink_for(&s) {
+                Ok(_) => {
+                    self.state.add_secret(secret_info(&s));
+                    secrets.push(s);
+                }
+                Err(e) => tracing::error!(secret = %s.name, error = %e, "SIGHUP: cannot start"),
+            }
+        }
+        self.cfg.secrets = secrets;
+        self.cfg.log_level = new.log_level;
+        tracing::info!("SIGHUP: configuration reloaded before the first request");
+    }
+
+    fn reload(&mut self, new: Config, log: Option<&LogHandle>) {
+        self.reload_settings(&new, log);
         let wanted: BTreeMap<String, SecretConfig> = new
             .secrets
             .iter()

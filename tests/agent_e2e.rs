@@ -23,7 +23,6 @@ async fn dynamic_credential_is_written_logs_in_and_is_rotated_without_a_gap() {
     stack.dynamic_role("app", "3s", "6s").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
-    let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
     let out = dir.path().join("db.json");
     // Hold the first credential read for a moment, so /ready can be seen before it exists.
     stack
@@ -33,25 +32,13 @@ async fn dynamic_credential_is_written_logs_in_and_is_rotated_without_a_gap() {
             json!({"path_prefix": "/v1/database/creds/", "count": 1, "action": "latency", "latency_ms": 1500}),
         )
         .await;
-    let mut agent = AgentProc::spawn(
-        &[
-            "--vault-addr",
-            stack.addr(),
-            "--auth",
-            "approle",
-            "--role-id-file",
-            &rf,
-            "--secret-id-file",
-            &sf,
-            "--secret",
-            "database/creds/app",
-            "--output",
-            out.to_str().unwrap(),
-            "--revoke-grace",
-            "2s",
-        ],
-        &[],
+    let mut agent = AgentProc::approle(
+        &stack,
         dir.path(),
+        &role_id,
+        &secret_id,
+        &out,
+        &["--revoke-grace", "2s"],
     );
     assert_eq!(
         agent.status("/ready").await,

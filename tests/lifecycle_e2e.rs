@@ -101,23 +101,8 @@ async fn revoke_on_exit_drops_the_user_and_plain_exit_keeps_it(v: Vault) {
     stack.dynamic_role("app", "1h", "24h").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
-    let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
     let out = dir.path().join("db.json");
-    let args = [
-        "--vault-addr",
-        stack.addr(),
-        "--auth",
-        "approle",
-        "--role-id-file",
-        &rf,
-        "--secret-id-file",
-        &sf,
-        "--secret",
-        "database/creds/app",
-        "--output",
-        out.to_str().unwrap(),
-    ];
-    let mut plain = AgentProc::spawn(&args, &[], dir.path());
+    let mut plain = AgentProc::approle(&stack, dir.path(), &role_id, &secret_id, &out, &[]);
     plain.wait_ready(SEC(15)).await;
     let kept = s(&read_cred(&out).unwrap(), "username");
     assert_eq!(plain.stop(), 0);
@@ -126,9 +111,14 @@ async fn revoke_on_exit_drops_the_user_and_plain_exit_keeps_it(v: Vault) {
         "without --revoke-on-exit the credential outlives the agent"
     );
 
-    let mut with_revoke = args.to_vec();
-    with_revoke.push("--revoke-on-exit");
-    let mut agent = AgentProc::spawn(&with_revoke, &[], dir.path());
+    let mut agent = AgentProc::approle(
+        &stack,
+        dir.path(),
+        &role_id,
+        &secret_id,
+        &out,
+        &["--revoke-on-exit"],
+    );
     agent.wait_ready(SEC(15)).await;
     let user = s(&read_cred(&out).unwrap(), "username");
     assert_ne!(user, kept);

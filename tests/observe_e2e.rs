@@ -174,7 +174,6 @@ async fn metrics_status_and_page_follow_renewal_rotation_and_failures() {
     stack.dynamic_role("app", "8s", "1h").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
-    let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
     let admin_token = "adm-Qx7c1b0e9d";
     let admin_file = write_token(dir.path(), "admin-token", admin_token);
     // Port 0: the agent binds it and logs it; a port picked here could be taken first.
@@ -189,24 +188,17 @@ async fn metrics_status_and_page_follow_renewal_rotation_and_failures() {
                    "body": {"errors": ["injected login failure"]}}),
         )
         .await;
-    let mut agent = AgentProc::spawn(
+    let mut agent = AgentProc::approle(
+        &stack,
+        dir.path(),
+        &role_id,
+        &secret_id,
+        &out,
         &[
-            "--vault-addr",
-            stack.addr(),
-            "--auth",
-            "approle",
-            "--role-id-file",
-            &rf,
-            "--secret-id-file",
-            &sf,
-            "--secret",
-            "database/creds/app",
             // Known kind: no mount preflight, so the worker's own first login is the one
             // that fails.
             "--kind",
             "dynamic",
-            "--output",
-            out.to_str().unwrap(),
             // Shorter than what is left of an 8 s lease when it is replaced, so the old lease
             // is revoked rather than left to expire.
             "--revoke-grace",
@@ -216,8 +208,6 @@ async fn metrics_status_and_page_follow_renewal_rotation_and_failures() {
             "--admin-token-file",
             &admin_file,
         ],
-        &[],
-        dir.path(),
     );
     agent.wait_ready(SEC(15)).await;
     let admin_port = agent.admin_port();
@@ -601,28 +591,19 @@ async fn admin_rotate_needs_the_token_refuses_remote_peers_and_survives_reload(v
         // Port 0: the agent binds it and logs it; a port picked here could be taken first.
         let listen = "0.0.0.0:0".to_string();
         let out = dir.path().join("remote.json");
-        let mut agent = AgentProc::spawn(
+        let mut agent = AgentProc::approle(
+            &stack,
+            dir.path(),
+            &role_id,
+            &secret_id,
+            &out,
             &[
-                "--vault-addr",
-                stack.addr(),
-                "--auth",
-                "approle",
-                "--role-id-file",
-                &rf,
-                "--secret-id-file",
-                &sf,
-                "--secret",
-                "database/creds/app",
-                "--output",
-                out.to_str().unwrap(),
                 "--admin-listen",
                 &listen,
                 "--admin-token-file",
                 &admin_file,
                 "--admin-allow-remote",
             ],
-            &[],
-            dir.path(),
         );
         agent.wait_ready(SEC(15)).await;
         let port = agent.admin_port();

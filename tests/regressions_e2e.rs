@@ -186,3 +186,88 @@ async fn sighup_applies_a_changed_template() {
     assert!(!after.contains("user="), "{after}");
     agent.stop();
 }
+
+/// Found by the simulator (seed 542): a SIGHUP during the start splay was dropped and cut the
+/// splay short, so a secret it added was never started, and `/ready` answered 200 without
+/// that secret's file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_during_the_splay_starts_the_secrets_it_adds() {
+    let stack = Stack::start().await;
+    stack.dynamic_role("app", "1h", "24h").await;
+    let (role_id, secret_id) = stack.approle("1h", "24h").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
+    let config = dir.path().join("agent.toml");
+    let outs = [dir.path().join("db0.json"), dir.path().join("db1.json")];
+    let write = |n: usize| {
+        let mut text = format!(
+            "[vault]\naddr = \"{}\"\n[auth]\nmethod = \"approle\"\nrole_id_file = \"{rf}\"\nsecret_id_file = \"{sf}\"\n",
+            stack.addr()
+        );
+        for (i, out) in outs.iter().take(n).enumerate() {
+            text.push_str(&format!(
+                "[[secret]]\nname = \"db{i}\"\npath = \"database/creds/app\"\noutput = \"{}\"\n",
+                out.display()
+            ));
+        }
+        std::fs::write(&config, text).unwrap()
+    };
+    // The splay is drawn at random: start again until it leaves a clear window for SIGHUP.
+    let mut agent = None;
+    for _ in 0..10 {
+        write(1);
+        let mut a =
+            AgentProc::spawn_with_splay(&["--config", config.to_str().unwrap()], "8s", dir.path());
+        let drawn = eventually(SEC(10), "the splay in the log", || {
+            let logs = a.logs();
+            async move { splay_drawn(&logs) }
+        })
+        .await;
+        if drawn >= SEC(2) {
+            agent = Some(a);
+            break;
+        }
+        a.stop();
+    }
+    let mut agent = agent.expect("a splay of 2 s or more in 10 draws of [0, 8 s)");
+    write(2);
+    agent.signal("HUP");
+    assert!(
+        !agent.logs().contains("wrote new credential"),
+        "the SIGHUP came after the splay:\n{}",
+        agent.logs()
+    );
+    // Not ready until both secrets, the added one too, have their files.
+    let start = Instant::now();
+    loop {
+        let both = outs.iter().all(|o| o.exists());
+        let ready = agent.status("/ready").await == Some(200);
+        if ready {
+            assert!(both, "/ready is 200 without db1's file:\n{}", agent.logs());
+            break;
+        }
+        assert!(
+            start.elapsed() < SEC(25),
+            "not ready 25 s after start:\n{}",
+            agent.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    agent.stop();
+}
+
+/// The splay the agent drew, from its "waiting before the first request" log line.
+fn splay_drawn(logs: &str) -> Option<Duration> {
+    let line = logs.lines().find(|l| l.contains("(splay)"))?;
+    let at = line.find("splay=")? + "splay=".len();
+    let text = line[at..].trim_start_matches('"');
+    let end = text
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == ' '))
+        .unwrap_or(text.len());
+    // "4s 500ms waiting ..." in text logs: keep the leading duration words only.
+    let words: Vec<&str> = text[..end]
+        .split(' ')
+        .take_while(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .collect();
+    humantime::parse_duration(&words.join(" ")).ok()
+}

@@ -1102,6 +1102,7 @@ pub const SCRIPTED: &[(&str, Script)] = &[
         "token-that-cannot-outlive-the-lease",
         token_that_cannot_outlive_the_lease,
     ),
+    ("reload-during-the-splay", reload_during_the_splay),
 ];
 
 /// The common base: AppRole, one dynamic secret, no faults, a 20-minute run.
@@ -1202,4 +1203,18 @@ fn token_that_cannot_outlive_the_lease(dir: &Path) -> Scenario {
         sc,
         vec![(quiet, Event::NewToken(TokenSpec::new(horizon * 2)))],
     )
+}
+
+/// Found by seed 542: a SIGHUP during the start splay was dropped and cut the splay short, so
+/// a secret it added was never started, and /ready answered 200 without its file.
+fn reload_during_the_splay(dir: &Path) -> Scenario {
+    let mut sc = scripted(dir);
+    sc.splay = S(5);
+    let mut added = sc.secrets.clone();
+    let mut second = added[0].clone();
+    second.name = "db1".into();
+    second.path = "database/creds/app1".into();
+    second.output = dir.join("db1.json");
+    added.push(second);
+    finish(sc, vec![(S(1), Event::Reload(added))])
 }
