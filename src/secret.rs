@@ -464,6 +464,10 @@ impl<B: Backend> Worker<B> {
     /// Retired: the app has had the successor (or, for a removed secret, the reload) since
     /// now; after the grace, revoke everything this worker still holds. SIGTERM cuts the
     /// grace short rather than leaving the credentials to their TTL.
+    ///
+    /// A revoke that fails for a passing fault is retried with backoff while its lease lives,
+    /// as a running worker's are: trying once left the credential alive to its TTL after a
+    /// 429 or a blip (simulator seed 1197). SIGTERM ends the retries.
     async fn revoke_after_grace(&mut self) {
         let mut shutdown = self.control.shutdown.clone();
         if !*shutdown.borrow() {
@@ -473,7 +477,34 @@ impl<B: Backend> Worker<B> {
                 _ = tokio::time::sleep(self.cfg.revoke_grace) => {}
             }
         }
-        self.revoke_all().await;
+        let now = Instant::now();
+        if let Some(held) = self.current.take() {
+            if let Some(lease_id) = held.cred.lease_id.clone() {
+                self.pending_revokes.push(PendingRevoke {
+                    lease_id,
+                    at: now,
+                    attempts: 0,
+                    dies_at: held.deadline(),
+                });
+            }
+        }
+        for p in &mut self.pending_revokes {
+            p.at = now;
+        }
+        loop {
+            self.revoke_due().await;
+            let Some(next) = self.pending_revokes.iter().map(|p| p.at).min() else {
+                return;
+            };
+            if *shutdown.borrow() {
+                return;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep_until(next) => {}
+            }
+        }
     }
 
     /// The wait before retrying after `e`. A policy denial is no passing fault: it waits at

@@ -1103,6 +1103,10 @@ pub const SCRIPTED: &[(&str, Script)] = &[
         token_that_cannot_outlive_the_lease,
     ),
     ("reload-during-the-splay", reload_during_the_splay),
+    (
+        "retired-worker-retries-a-failed-revoke",
+        retired_worker_retries_a_failed_revoke,
+    ),
 ];
 
 /// The common base: AppRole, one dynamic secret, no faults, a 20-minute run.
@@ -1217,4 +1221,22 @@ fn reload_during_the_splay(dir: &Path) -> Scenario {
     second.output = dir.join("db1.json");
     added.push(second);
     finish(sc, vec![(S(1), Event::Reload(added))])
+}
+
+/// Found by seed 1197: a worker retired by SIGHUP tried each revoke once after its grace, so
+/// a passing fault (a 429, Vault down) left the old credential alive to its TTL.
+fn retired_worker_retries_a_failed_revoke(dir: &Path) -> Scenario {
+    let mut sc = scripted(dir);
+    // Long enough that the lease left unrevoked outlives the leak bound.
+    sc.dyn_ttl = S(1800);
+    let mut regraced = sc.secrets.clone();
+    regraced[0].grace = S(10);
+    let fault = Fault::new(503, 2).on("sys/leases/revoke");
+    finish(
+        sc,
+        vec![
+            (S(30), Event::Reload(regraced)),
+            (S(34), Event::Fault(fault)),
+        ],
+    )
 }
