@@ -43,7 +43,14 @@ pub struct Lease {
     pub renewable: bool,
     /// Vault returned less than we asked for: the lease is pinned to its max_ttl.
     pub capped: bool,
+    /// The latest end a renewal whose answer was lost may have given it: Vault may have
+    /// applied it. Cleared by the next answered renewal, which sets the end afresh.
+    pub may_end_by: Option<Instant>,
 }
+
+/// How late after sending Vault may still apply a request whose answer is lost: more than
+/// the client's request timeout (30 s at most).
+const UNANSWERED_SLACK: Duration = Duration::from_secs(60);
 
 impl Lease {
     pub fn issued(now: Instant, lease_duration: Duration, renewable: bool) -> Lease {
@@ -55,7 +62,22 @@ impl Lease {
             last_duration: lease_duration,
             renewable,
             capped: false,
+            may_end_by: None,
         }
+    }
+
+    /// A renewal sent at `sent` went unanswered (timeout, lost connection, a 5xx): Vault may
+    /// have extended the lease by up to `asked`, counted from when it got the request, which
+    /// can be as late as the client's timeout after `sent`.
+    pub fn renewal_unanswered(&mut self, sent: Instant, asked: Duration) {
+        let end = sent + asked + UNANSWERED_SLACK;
+        self.may_end_by = Some(self.may_end_by.map_or(end, |e| e.max(end)));
+    }
+
+    /// The latest the lease may live: its known end, or later if a lost renewal took effect.
+    pub fn latest_end(&self) -> Instant {
+        self.may_end_by
+            .map_or(self.expires_at, |e| e.max(self.expires_at))
     }
 
     /// Applies a renewal's answer. `capped` is set when Vault granted less than `asked`, which
@@ -65,6 +87,7 @@ impl Lease {
         self.expires_at = now + granted.saturating_sub(ROUNDING);
         self.last_duration = granted;
         self.renewable = renewable;
+        self.may_end_by = None;
         // Vault answers in whole seconds, so any shortfall is its max_ttl cap.
         if granted < asked {
             self.capped = true;
@@ -238,6 +261,20 @@ mod tests {
     }
 
     const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn an_unanswered_renewal_may_extend_the_lease_until_an_answer_says_otherwise() {
+        let t0 = Instant::now();
+        let mut l = Lease::issued(t0, S(600), true);
+        assert_eq!(l.latest_end(), l.expires_at);
+        // Lost at 400 s: Vault may have made it 400 + 600 s, or a little later.
+        l.renewal_unanswered(t0 + S(400), S(600));
+        assert!(l.latest_end() >= t0 + S(1000), "{:?}", l.latest_end() - t0);
+        assert_eq!(l.expires_at, t0 + S(599), "the known end does not move");
+        // An answered renewal sets the end afresh.
+        l.renewed(t0 + S(450), S(600), S(600), true);
+        assert_eq!(l.latest_end(), t0 + S(1049));
+    }
 
     #[test]
     fn renews_between_57_and_67_percent() {

@@ -152,6 +152,16 @@ impl Held {
             (a, b) => a.or(b).or(self.rotates_at),
         }
     }
+
+    /// The latest the credential may still work, for revoking it: past [`Held::deadline`]
+    /// when a renewal's answer was lost but Vault may have applied it.
+    fn latest_end(&self) -> Option<Instant> {
+        let deadline = self.deadline();
+        match self.lease {
+            Some(l) => deadline.map(|d| d.max(l.latest_end())),
+            None => deadline,
+        }
+    }
 }
 
 /// An old lease to revoke.
@@ -484,7 +494,7 @@ impl<B: Backend> Worker<B> {
                     lease_id,
                     at: now,
                     attempts: 0,
-                    dies_at: held.deadline(),
+                    dies_at: held.latest_end(),
                 });
             }
         }
@@ -803,8 +813,10 @@ impl<B: Backend> Worker<B> {
         if let Some(old) = self.current.take() {
             if let Some(id) = old.cred.lease_id.clone() {
                 let grace_end = Instant::now() + self.cfg.revoke_grace;
-                // No need to revoke what dies by itself before the grace is over.
-                let dies_at = old.deadline();
+                // No need to revoke what dies by itself before the grace is over. A lease
+                // whose renewal went unanswered may live longer than the agent knows
+                // (simulator seed 2354).
+                let dies_at = old.latest_end();
                 match dies_at {
                     Some(d) if d <= grace_end => {}
                     _ => self.pending_revokes.push(PendingRevoke {
@@ -983,6 +995,13 @@ impl<B: Backend> Worker<B> {
             })
             .await;
         let name = self.cfg.name.clone();
+        if let Err(SecretError::Vault(e)) = &result {
+            if e.may_have_been_applied() {
+                if let Some(l) = self.current.as_mut().and_then(|h| h.lease.as_mut()) {
+                    l.renewal_unanswered(sent, asked);
+                }
+            }
+        }
         match result {
             Ok((env, _)) => {
                 let granted = Duration::from_secs(env.lease_duration);

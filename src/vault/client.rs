@@ -101,6 +101,16 @@ impl VaultError {
     }
 
     /// Worth retrying with backoff: transport failures, 412, 429 and 5xx except 501.
+    /// Whether Vault may have carried the request out although the answer says it failed or
+    /// never came: a timeout, a lost connection, a torn answer, a 5xx.
+    pub fn may_have_been_applied(&self) -> bool {
+        match self {
+            VaultError::Status { status, .. } => *status >= 500,
+            VaultError::Transport { .. } | VaultError::Decode { .. } => true,
+            VaultError::Tls(_) => false,
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
         match self {
             VaultError::Status { status, .. } => {

@@ -1107,6 +1107,10 @@ pub const SCRIPTED: &[(&str, Script)] = &[
         "retired-worker-retries-a-failed-revoke",
         retired_worker_retries_a_failed_revoke,
     ),
+    (
+        "unanswered-renewals-still-revoke",
+        unanswered_renewals_still_revoke,
+    ),
 ];
 
 /// The common base: AppRole, one dynamic secret, no faults, a 20-minute run.
@@ -1237,6 +1241,21 @@ fn retired_worker_retries_a_failed_revoke(dir: &Path) -> Scenario {
         vec![
             (S(30), Event::Reload(regraced)),
             (S(34), Event::Fault(fault)),
+        ],
+    )
+}
+
+/// Found by seed 2354: renewals whose answers were lost (Vault slower than the client's
+/// timeout) still extended the lease in Vault. The agent, counting only answered renewals,
+/// took the old lease for dead when it replaced it and never revoked it.
+fn unanswered_renewals_still_revoke(dir: &Path) -> Scenario {
+    let mut sc = scripted(dir);
+    sc.dyn_ttl = S(600);
+    finish(
+        sc,
+        vec![
+            (S(300), Event::Latency(S(13))),
+            (S(700), Event::Latency(S(0))),
         ],
     )
 }
