@@ -7,13 +7,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior, Value};
 use serde::ser::SerializeMap;
 use serde::Serialize;
 
 use crate::credential::{Credential, FieldValue};
+use crate::time::rfc3339;
 
 /// Names a template can use at the top level; anything else is rejected at startup.
 const CONTEXT_KEYS: [&str; 6] = [
@@ -24,8 +24,6 @@ const CONTEXT_KEYS: [&str; 6] = [
     "version",
     "data",
 ];
-/// First second RFC 3339 (four-digit years) cannot show: year 10000.
-const RFC3339_LIMIT_SECS: u64 = 253_402_300_800;
 /// Secret values shorter than this are not searched and replaced in error text (a one-letter
 /// replacement would shred the message); an error mentioning one is withheld whole instead.
 const MIN_REDACT_LEN: usize = 3;
@@ -233,16 +231,6 @@ pub fn render(format: &OutputFormat, cred: &Credential) -> Result<Vec<u8>, Rende
         OutputFormat::Env => render_env(cred),
         OutputFormat::Template(template) => template.render(cred),
     }
-}
-
-/// RFC 3339 UTC with whole seconds (`2026-11-26T01:02:03Z`), or `None` for a time before 1970
-/// or after 9999, which humantime cannot format (it would panic).
-pub fn rfc3339(t: SystemTime) -> Option<String> {
-    let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs();
-    if secs >= RFC3339_LIMIT_SECS {
-        return None;
-    }
-    Some(humantime::format_rfc3339_seconds(t).to_string())
 }
 
 /// The document both the JSON format and templates see. Field order is fixed and `data` is
@@ -603,7 +591,7 @@ mod tests {
     use crate::credential::SecretValue;
     use std::path::Path;
     use std::process::Command;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     const NASTY: &str = "p'a\"ss $(touch /tmp/pwned) `id` $HOME\\n\nline2 ; |&:@/?#%";
 
@@ -657,17 +645,6 @@ mod tests {
     }
 
     #[test]
-    fn rfc3339_is_utc_with_seconds_and_never_panics() {
-        let t = UNIX_EPOCH + Duration::from_millis(1_795_654_923_456);
-        assert_eq!(rfc3339(t).unwrap(), "2026-11-26T01:02:03Z");
-        assert_eq!(rfc3339(UNIX_EPOCH - Duration::from_secs(1)), None);
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(RFC3339_LIMIT_SECS)),
-            None
-        );
-    }
-
-    #[test]
     fn json_has_fixed_keys_and_all_fields() {
         let out = render(&OutputFormat::Json, &cred("s3cret")).unwrap();
         assert_eq!(out.last(), Some(&b'\n'));
@@ -713,7 +690,7 @@ mod tests {
     #[test]
     fn expiry_out_of_range_is_an_error_not_a_panic() {
         let mut c = cred("x");
-        c.expires_at = Some(UNIX_EPOCH + Duration::from_secs(RFC3339_LIMIT_SECS + 10));
+        c.expires_at = Some(UNIX_EPOCH + Duration::from_secs(crate::time::RFC3339_LIMIT_SECS + 10));
         for format in [OutputFormat::Json, OutputFormat::Env] {
             assert!(matches!(
                 render(&format, &c),

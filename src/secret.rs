@@ -811,7 +811,10 @@ impl<B: Backend> Worker<B> {
                 expires_at: expires.clone(),
                 file: self.cfg.output.display().to_string(),
             };
-            crate::notify::fire(&self.cfg.hooks, change, self.state.clone());
+            let state = self.state.clone();
+            let outcome: crate::notify::Outcome =
+                Arc::new(move |secret, hook, ok| state.notify_result(secret, hook, ok));
+            crate::notify::fire(&self.cfg.hooks, change, outcome);
         }
         self.current = Some(held);
     }
@@ -1186,7 +1189,7 @@ impl<B: Backend> Worker<B> {
             action = action.describe(),
             stage,
             error = %e,
-            retry_in = %humantime::format_duration(crate::vault::auth::round(wait)),
+            retry_in = %humantime::format_duration(crate::time::round(wait)),
             "failed; the last good file is kept"
         );
         // Counts the failure, by stage, and keeps it as last_error.

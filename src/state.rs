@@ -20,8 +20,6 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::Notify;
 
 use crate::credential::SecretKind;
-use crate::metrics::VaultRequests;
-use crate::vault::auth::AuthEvent;
 
 /// Events kept per secret: enough to see the last few rotations and failures on `/status`
 /// without growing memory over months of uptime.
@@ -182,6 +180,16 @@ impl fmt::Display for EventKind {
     }
 }
 
+/// The auth layer's events that [`AuthCounters`] counts. Its own enum, so that `state` stays
+/// below `vault`: the agent translates `vault::AuthEvent` into this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthCount {
+    Login,
+    LoginFailed,
+    Renewed,
+    RenewFailed,
+}
+
 /// Counts of the auth layer's events, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct AuthCounters {
@@ -196,9 +204,6 @@ pub struct State {
     inner: Mutex<Inner>,
     /// The agent's ping responder; `None` until the agent registers one (and in tests).
     liveness: Mutex<Option<LivenessTx>>,
-    /// Counts and latencies of Vault requests, fed by the client's observer hook. Lock-free
-    /// atomics, so the request path never waits on a scrape.
-    vault_requests: VaultRequests,
     /// For uptime on `/status` and the start-time metric.
     started_at: SystemTime,
 }
@@ -241,7 +246,6 @@ impl State {
                 auth: AuthCounters::default(),
             }),
             liveness: Mutex::new(None),
-            vault_requests: VaultRequests::default(),
             started_at: crate::time::wall_now(),
         })
     }
@@ -249,11 +253,6 @@ impl State {
     /// When this agent started.
     pub fn started_at(&self) -> SystemTime {
         self.started_at
-    }
-
-    /// The Vault request metrics; their `observe` is what the client's observer calls.
-    pub fn vault_requests(&self) -> &VaultRequests {
-        &self.vault_requests
     }
 
     /// Adds a secret, or updates the path and kind of a known one while keeping its status
@@ -421,14 +420,14 @@ impl State {
             .map(|e| e.status.clone())
     }
 
-    /// Counts one auth-layer event (the callback handed to `vault::auth::Auth`).
-    pub fn auth_event(&self, event: AuthEvent) {
+    /// Counts one auth-layer event (the agent maps `vault::AuthEvent`s to these).
+    pub fn auth_event(&self, event: AuthCount) {
         let auth = &mut self.lock().auth;
         let counter = match event {
-            AuthEvent::Login => &mut auth.logins,
-            AuthEvent::LoginFailed => &mut auth.login_failures,
-            AuthEvent::Renewed => &mut auth.token_renewals,
-            AuthEvent::RenewFailed => &mut auth.token_renew_failures,
+            AuthCount::Login => &mut auth.logins,
+            AuthCount::LoginFailed => &mut auth.login_failures,
+            AuthCount::Renewed => &mut auth.token_renewals,
+            AuthCount::RenewFailed => &mut auth.token_renew_failures,
         };
         *counter += 1;
     }
@@ -668,7 +667,7 @@ impl SecretStatus {
             Some(at) if at <= now => Err(format!(
                 "secret {:?}: credential expired at {}",
                 self.name,
-                crate::render::rfc3339(at).unwrap_or_else(|| "an unprintable time".into())
+                crate::time::rfc3339(at).unwrap_or_else(|| "an unprintable time".into())
             )),
             _ => Ok(()),
         }
@@ -690,7 +689,7 @@ fn time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
 /// RFC 3339 UTC for endpoints; serde's default (seconds and nanos since the epoch) is
 /// unreadable on a status page.
 fn opt_time<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-    match t.and_then(crate::render::rfc3339) {
+    match t.and_then(crate::time::rfc3339) {
         Some(text) => s.serialize_str(&text),
         None => s.serialize_none(),
     }
@@ -988,9 +987,9 @@ mod tests {
     #[test]
     fn auth_events_are_counted() {
         let state = State::new(vec![]);
-        state.auth_event(AuthEvent::Login);
-        state.auth_event(AuthEvent::Login);
-        state.auth_event(AuthEvent::RenewFailed);
+        state.auth_event(AuthCount::Login);
+        state.auth_event(AuthCount::Login);
+        state.auth_event(AuthCount::RenewFailed);
         let c = state.auth_counters();
         assert_eq!(
             (c.logins, c.token_renew_failures, c.login_failures),

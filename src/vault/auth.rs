@@ -23,6 +23,7 @@ use super::client::{Client, Envelope, VaultError};
 use crate::config::{AuthConfig, AuthMethod, Backoff as BackoffConfig};
 use crate::credential::SecretValue;
 use crate::lease::{self, Backoff, TokenEnd};
+use crate::time::round;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -655,8 +656,6 @@ impl Auth {
 fn fmt_in(at: Instant) -> String {
     humantime::format_duration(round(at.saturating_duration_since(Instant::now()))).to_string()
 }
-
-pub(crate) use crate::time::round;
 
 /// Vault tokens carry a type prefix (`hvs.`, `s.`, ...); secret-ids are UUIDs.
 fn looks_like_token(s: &str) -> bool {
