@@ -293,8 +293,7 @@ fn template_printing_none_is_an_error() {
 
 #[test]
 fn syntax_errors_name_template_and_line() {
-    let err =
-        Template::from_source("/etc/app/db.tmpl", "ok\n{{ password \n".into()).unwrap_err();
+    let err = Template::from_source("/etc/app/db.tmpl", "ok\n{{ password \n".into()).unwrap_err();
     let shown = err.to_string();
     assert!(matches!(err, RenderError::Syntax { .. }), "{err:?}");
     assert!(
