@@ -95,9 +95,9 @@ fn top_level_modules(src: &Path) -> BTreeSet<String> {
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or_default();
-        if path.is_dir() && path.join("mod.rs").is_file() {
-            found.insert(name.to_string());
-        } else if path.extension().is_some_and(|e| e == "rs") && name != "lib" && name != "main" {
+        let folder = path.is_dir() && path.join("mod.rs").is_file();
+        let file = path.extension().is_some_and(|e| e == "rs") && name != "lib" && name != "main";
+        if folder || file {
             found.insert(name.to_string());
         }
     }
@@ -152,10 +152,8 @@ fn references(text: &str, path: &[String]) -> Vec<Reference> {
                 continue;
             }
             "{" => braces.push(false),
-            "}" => {
-                if braces.pop() == Some(true) {
-                    module.pop();
-                }
+            "}" if braces.pop() == Some(true) => {
+                module.pop();
             }
             "crate" | "$crate" if at(i + 1) == Some("::") => {
                 i = named_after(&tokens, i + 2, line, &mut out);
