@@ -18,9 +18,10 @@ use crate::config::{Config, ConfigError, SecretConfig};
 use crate::http::{AdminAccess, Limits, ProbeServer, Router};
 use crate::lease;
 use crate::logging::LogHandle;
+use crate::metrics::VaultRequests;
 use crate::secret::{Control, Retire, SecretError, Worker};
 use crate::sink::FileSink;
-use crate::state::{SecretInfo, State};
+use crate::state::{AuthCount, SecretInfo, State};
 use crate::vault::{Auth, AuthEvent, Client, Live, VaultError};
 
 /// How long shutdown waits for workers to finish what they are doing (and revoke, if asked).
@@ -94,6 +95,9 @@ pub struct Agent {
     cfg: Config,
     backend: Arc<Live>,
     state: Arc<State>,
+    /// Counts and latencies of Vault requests, fed by the client's observer and read by
+    /// `/metrics`. Lock-free atomics, so the request path never waits on a scrape.
+    vault_requests: Arc<VaultRequests>,
     running: BTreeMap<String, Running>,
     retiring: Vec<Retiring>,
     /// Per secret name, shared by its successive workers: the id of the last to write.
@@ -127,16 +131,24 @@ impl Agent {
         client: Client,
         seed: Option<u64>,
     ) -> Result<Agent, AgentError> {
-        let observed = state.clone();
+        let vault_requests = Arc::new(VaultRequests::default());
+        let observed = vault_requests.clone();
         let client = client.with_observer(Arc::new(move |kind, status, elapsed| {
-            observed.vault_requests().observe(kind, status, elapsed)
+            observed.observe(kind, status, elapsed)
         }));
         let metrics_state = state.clone();
         let auth = Auth::new(
             client.clone(),
             cfg.auth.clone(),
             cfg.backoff,
-            Box::new(move |e: AuthEvent| metrics_state.auth_event(e)),
+            Box::new(move |e: AuthEvent| {
+                metrics_state.auth_event(match e {
+                    AuthEvent::Login => AuthCount::Login,
+                    AuthEvent::LoginFailed => AuthCount::LoginFailed,
+                    AuthEvent::Renewed => AuthCount::Renewed,
+                    AuthEvent::RenewFailed => AuthCount::RenewFailed,
+                })
+            }),
         )
         .with_seed(seed.map(|s| s ^ 0xa5a5_a5a5));
         for s in &cfg.secrets {
@@ -150,6 +162,7 @@ impl Agent {
                 auth: Arc::new(auth),
             }),
             state,
+            vault_requests,
             cfg,
             running: BTreeMap::new(),
             retiring: Vec::new(),
@@ -257,7 +270,8 @@ impl Agent {
                 let status = crate::status::StatusOptions {
                     hide_usernames: self.cfg.status_hide_usernames,
                 };
-                let router = Router::probes(self.state.clone(), status);
+                let router =
+                    Router::probes(self.state.clone(), self.vault_requests.clone(), status);
                 let server = ProbeServer::serve(addr, router, Limits::default())?;
                 tracing::info!(addr = %server.local_addr(), "serving /health, /ready, /metrics, /status and the status page");
                 Some(server)

@@ -2,7 +2,8 @@
 //! `prometheus-client`.
 //!
 //! Two sources feed one scrape. Vault request counts and latencies are live metrics
-//! ([`VaultRequests`], owned by the [`State`] and fed by the Vault client's observer hook).
+//! ([`VaultRequests`], owned by the agent, fed by the Vault client's observer hook and handed
+//! to the probe router).
 //! Everything per secret, and the auth counters, is read from a [`State`] snapshot at scrape
 //! time by a collector, so there is one source of truth for `/status` and `/metrics` and a
 //! "seconds until expiry" that is exact when scraped rather than when last updated.
@@ -92,7 +93,11 @@ impl VaultRequests {
 }
 
 /// The whole exposition, as of `now`.
-pub fn encode(state: &State, now: SystemTime) -> Result<String, std::fmt::Error> {
+pub fn encode(
+    state: &State,
+    vault: &VaultRequests,
+    now: SystemTime,
+) -> Result<String, std::fmt::Error> {
     // A registry per scrape is a handful of small allocations; it lets the snapshot be owned
     // data instead of a collector that holds the State that holds it.
     let mut registry = Registry::with_prefix(PREFIX);
@@ -107,7 +112,7 @@ pub fn encode(state: &State, now: SystemTime) -> Result<String, std::fmt::Error>
         auth: state.auth_counters(),
         now,
     }));
-    let vault = state.vault_requests().clone();
+    let vault = vault.clone();
     registry.register(
         "vault_requests",
         "Requests sent to Vault, by kind of request and HTTP status (\"error\": no complete answer)",
@@ -317,8 +322,7 @@ fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
 mod tests {
     use super::*;
     use crate::credential::SecretKind;
-    use crate::state::{EventKind, SecretInfo};
-    use crate::vault::AuthEvent;
+    use crate::state::{AuthCount, EventKind, SecretInfo};
 
     fn state() -> std::sync::Arc<State> {
         State::new(vec![
@@ -360,10 +364,10 @@ mod tests {
         state.record_failure("db", "renew", "renew: HTTP 500");
         state.notify_result("db", "exec", true);
         state.notify_result("db", "http", false);
-        state.auth_event(AuthEvent::Login);
-        state.auth_event(AuthEvent::LoginFailed);
-        state.auth_event(AuthEvent::Renewed);
-        let vault = state.vault_requests();
+        state.auth_event(AuthCount::Login);
+        state.auth_event(AuthCount::LoginFailed);
+        state.auth_event(AuthCount::Renewed);
+        let vault = VaultRequests::default();
         vault.observe(RequestKind::Login, Some(200), Duration::from_millis(3));
         vault.observe(
             RequestKind::LeaseRenew,
@@ -372,7 +376,7 @@ mod tests {
         );
         vault.observe(RequestKind::LeaseRenew, None, Duration::from_secs(31));
 
-        let text = encode(&state, now).unwrap();
+        let text = encode(&state, &vault, now).unwrap();
         let m =
             |series: &str| sample(&text, series).unwrap_or_else(|| panic!("{series} in\n{text}"));
         assert_eq!(
@@ -454,12 +458,9 @@ mod tests {
         state.update("db", |s| s.expires_at = Some(SystemTime::now()));
         state.record("db", EventKind::Written, "");
         state.notify_result("db", "signal", true);
-        state.vault_requests().observe(
-            RequestKind::SecretRead,
-            Some(200),
-            Duration::from_millis(1),
-        );
-        let text = encode(&state, SystemTime::now()).unwrap();
+        let vault = VaultRequests::default();
+        vault.observe(RequestKind::SecretRead, Some(200), Duration::from_millis(1));
+        let text = encode(&state, &vault, SystemTime::now()).unwrap();
         let families: Vec<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -8,8 +8,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::state::State;
-
 /// One configured notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hook {
@@ -69,15 +67,19 @@ pub fn parse_signal(name: &str) -> Option<nix::sys::signal::Signal> {
     full.parse().ok()
 }
 
-/// Fires every hook for `change` in the background.
-pub fn fire(hooks: &[Hook], change: Change, state: Arc<State>) {
+/// Told each hook's outcome: the secret, the hook's kind, and whether it succeeded. The caller
+/// (the secret worker) counts them in its `State`; a callback keeps `notify` below `state`.
+pub type Outcome = Arc<dyn Fn(&str, &'static str, bool) + Send + Sync>;
+
+/// Fires every hook for `change` in the background, reporting each outcome to `outcome`.
+pub fn fire(hooks: &[Hook], change: Change, outcome: Outcome) {
     for hook in hooks {
         let hook = hook.clone();
         let change = change.clone();
-        let state = state.clone();
+        let outcome = outcome.clone();
         tokio::spawn(async move {
             let result = run(&hook, &change).await;
-            state.notify_result(&change.secret, hook.kind(), result.is_ok());
+            outcome(&change.secret, hook.kind(), result.is_ok());
             match result {
                 Ok(()) => {
                     tracing::info!(secret = %change.secret, hook = hook.kind(), "notified the app of the new credential")

@@ -86,8 +86,8 @@ pub fn report(state: &State, now: SystemTime, opts: StatusOptions) -> Report {
     let started = state.started_at();
     Report {
         version: env!("CARGO_PKG_VERSION"),
-        now: crate::render::rfc3339(now),
-        started_at: crate::render::rfc3339(started),
+        now: crate::time::rfc3339(now),
+        started_at: crate::time::rfc3339(started),
         uptime_seconds: now.duration_since(started).map_or(0, |d| d.as_secs()),
         ready: ready.is_ok(),
         not_ready_reason: ready.err(),
@@ -102,7 +102,7 @@ pub fn report(state: &State, now: SystemTime, opts: StatusOptions) -> Report {
 }
 
 fn secret_report(s: SecretStatus, now: SystemTime, opts: StatusOptions) -> SecretReport {
-    let time = |t: Option<SystemTime>| t.and_then(crate::render::rfc3339);
+    let time = |t: Option<SystemTime>| t.and_then(crate::time::rfc3339);
     let lifetime = match (s.expiry_set_at, s.expires_at) {
         (Some(from), Some(to)) => to.duration_since(from).ok().map(|d| d.as_secs()),
         _ => None,
@@ -129,7 +129,7 @@ fn secret_report(s: SecretStatus, now: SystemTime, opts: StatusOptions) -> Secre
         written_at: time(s.written_at),
         last_rotation: time(s.last_rotation),
         next_action: s.next_action.map(|n| NextReport {
-            at: crate::render::rfc3339(n.at),
+            at: crate::time::rfc3339(n.at),
             in_seconds: seconds_between(now, n.at),
             what: n.what,
         }),
@@ -269,7 +269,7 @@ fn secret_view(s: &SecretReport) -> SecretView<'_> {
             .iter()
             .rev()
             .map(|e| EventView {
-                at: crate::render::rfc3339(e.at).unwrap_or_default(),
+                at: crate::time::rfc3339(e.at).unwrap_or_default(),
                 kind: e.kind.to_string(),
                 detail: &e.detail,
                 username: e.username.as_deref(),

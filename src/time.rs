@@ -6,9 +6,12 @@
 //! the simulator advances hours in milliseconds and `SystemTime::now()` would not move.
 
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
+
+/// First second RFC 3339 (four-digit years) cannot show: year 10000.
+pub(crate) const RFC3339_LIMIT_SECS: u64 = 253_402_300_800;
 
 thread_local! {
     /// A simulation's own anchor (see [`pin_wall_clock`]); `None` everywhere else.
@@ -52,6 +55,16 @@ pub fn round(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64 / 100 * 100)
 }
 
+/// RFC 3339 UTC with whole seconds (`2026-11-26T01:02:03Z`), or `None` for a time before 1970
+/// or after 9999, which humantime cannot format (it would panic).
+pub fn rfc3339(t: SystemTime) -> Option<String> {
+    let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    if secs >= RFC3339_LIMIT_SECS {
+        return None;
+    }
+    Some(humantime::format_rfc3339_seconds(t).to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +82,17 @@ mod tests {
         assert_eq!(
             to_system(soon).duration_since(after).ok(),
             Some(Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn rfc3339_is_utc_with_seconds_and_never_panics() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_654_923_456);
+        assert_eq!(rfc3339(t).unwrap(), "2026-11-26T01:02:03Z");
+        assert_eq!(rfc3339(UNIX_EPOCH - Duration::from_secs(1)), None);
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(RFC3339_LIMIT_SECS)),
+            None
         );
     }
 }

@@ -36,7 +36,11 @@ fn ready(router: &Router, _: &Request, _: &str) -> Reply {
 }
 
 fn metrics(router: &Router, _: &Request, _: &str) -> Reply {
-    match crate::metrics::encode(router.state(), crate::time::wall_now()) {
+    match crate::metrics::encode(
+        router.state(),
+        router.vault_requests(),
+        crate::time::wall_now(),
+    ) {
         Ok(text) => Reply::with_type(200, crate::metrics::CONTENT_TYPE, text.into_bytes()),
         Err(error) => {
             tracing::error!(%error, "cannot encode metrics");
@@ -202,7 +206,7 @@ mod tests {
         assert_eq!(db["leased"], true);
         assert_eq!(
             db["expires_at"],
-            crate::render::rfc3339(expires).unwrap().as_str()
+            crate::time::rfc3339(expires).unwrap().as_str()
         );
         let left = db["seconds_left"].as_i64().unwrap();
         assert!((598..=600).contains(&left), "{left}");
@@ -230,6 +234,7 @@ mod tests {
         credential(&state);
         let router = Router::probes(
             state,
+            Default::default(),
             StatusOptions {
                 hide_usernames: true,
             },

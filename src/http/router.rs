@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::admin::{self, AdminAccess};
 use super::probes;
+use crate::metrics::VaultRequests;
 use crate::state::State;
 use crate::status::StatusOptions;
 
@@ -119,19 +120,26 @@ impl Route {
 #[derive(Clone)]
 pub struct Router {
     state: Arc<State>,
+    /// The agent's Vault request metrics, for `/metrics`.
+    vault_requests: Arc<VaultRequests>,
     listener: Listener,
 }
 
 impl Router {
-    /// The probe routes, showing usernames on `/status`.
+    /// The probe routes, showing usernames on `/status`, with no Vault requests counted.
     pub fn new(state: Arc<State>) -> Router {
-        Router::probes(state, StatusOptions::default())
+        Router::probes(state, Arc::default(), StatusOptions::default())
     }
 
     /// The probe routes: `/health`, `/ready`, `/metrics`, `/status`, `/`, `/status.html`.
-    pub fn probes(state: Arc<State>, status: StatusOptions) -> Router {
+    pub fn probes(
+        state: Arc<State>,
+        vault_requests: Arc<VaultRequests>,
+        status: StatusOptions,
+    ) -> Router {
         Router {
             state,
+            vault_requests,
             listener: Listener::Probe(status),
         }
     }
@@ -140,6 +148,7 @@ impl Router {
     pub fn admin(state: Arc<State>, access: AdminAccess) -> Router {
         Router {
             state,
+            vault_requests: Arc::default(),
             listener: Listener::Admin(access),
         }
     }
@@ -154,6 +163,10 @@ impl Router {
 
     pub(super) fn state(&self) -> &State {
         &self.state
+    }
+
+    pub(super) fn vault_requests(&self) -> &VaultRequests {
+        &self.vault_requests
     }
 
     /// [`Router::handle`] for a request with no known peer and no headers.

@@ -4,6 +4,8 @@
 
 pub mod auth;
 pub mod client;
+mod error;
+mod response;
 pub mod transport;
 
 use std::future::Future;

@@ -1,0 +1,202 @@
+//! The command line, and the `VAULT_ROTATOR_<FLAG>` variables that stand in for its flags.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use super::{parse_bool, EnvLookup};
+
+/// Command-line flags. Every flag can also be set through `VAULT_ROTATOR_<FLAG>` (upper snake
+/// case), read by [`Config::load`] rather than by clap so tests can pass the environment in.
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "vault-rotator",
+    version,
+    about = "Keeps a database credential from Vault or OpenBao fresh in a file, for a sidecar container.",
+    after_help = "Every flag can also be given as VAULT_ROTATOR_<FLAG> (e.g. VAULT_ROTATOR_ROTATE_EVERY=1h).\n\
+Standard variables are honoured too: VAULT_ADDR, VAULT_TOKEN, VAULT_NAMESPACE, VAULT_CACERT,\n\
+VAULT_CLIENT_CERT, VAULT_CLIENT_KEY, VAULT_SKIP_VERIFY, VAULT_TLS_SERVER_NAME, and their BAO_* forms.\n\
+Flags win over variables, variables over the --config file.\n\n\
+Exit codes: 0 done (--once) or stopped by signal; 1 runtime failure; 2 bad configuration."
+)]
+pub struct Cli {
+    /// Vault or OpenBao address, e.g. https://vault.vault:8200 [env: VAULT_ADDR, BAO_ADDR]
+    #[arg(long, value_name = "URL")]
+    pub vault_addr: Option<String>,
+    /// Vault Enterprise / OpenBao namespace [env: VAULT_NAMESPACE, BAO_NAMESPACE]
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// PEM file with the CA certificate(s) that sign Vault's certificate [env: VAULT_CACERT]
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS [env: VAULT_CLIENT_CERT]
+    #[arg(long, value_name = "FILE")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of the client certificate [env: VAULT_CLIENT_KEY]
+    #[arg(long, value_name = "FILE")]
+    pub client_key: Option<PathBuf>,
+    /// Skip verification of Vault's TLS certificate. Insecure; for development only [env: VAULT_SKIP_VERIFY]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub skip_verify: Option<String>,
+    /// Name to verify Vault's certificate against when it differs from the address' host [env: VAULT_TLS_SERVER_NAME]
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+    /// Timeout for one Vault request [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub request_timeout: Option<String>,
+
+    /// Auth method: token, kubernetes, approle or jwt [default: token when VAULT_TOKEN or --token-file is set, else kubernetes]
+    #[arg(long, value_name = "METHOD")]
+    pub auth: Option<String>,
+    /// Mount path of the auth method [default: the method's name]
+    #[arg(long, value_name = "PATH")]
+    pub auth_mount: Option<String>,
+    /// Role to log in as (kubernetes, jwt) or nothing (approle uses --role-id-file)
+    #[arg(long, value_name = "ROLE")]
+    pub role: Option<String>,
+    /// JWT to log in with; re-read on every login [default for kubernetes: /var/run/secrets/kubernetes.io/serviceaccount/token]
+    #[arg(long, value_name = "FILE")]
+    pub jwt_file: Option<PathBuf>,
+    /// File holding a Vault token (auth=token); VAULT_TOKEN is used when absent
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// File holding the AppRole role_id
+    #[arg(long, value_name = "FILE")]
+    pub role_id_file: Option<PathBuf>,
+    /// File holding the AppRole secret_id, or a response-wrapping token that wraps one
+    #[arg(long, value_name = "FILE")]
+    pub secret_id_file: Option<PathBuf>,
+
+    /// Secret path to read, e.g. database/creds/app, database/static-creds/app, secret/data/app
+    #[arg(long, value_name = "PATH")]
+    pub secret: Option<String>,
+    /// Name of the secret in logs, metrics and /status [default: the last path segment]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// dynamic, static, kv-v2, kv-v1 or generic [default: detected from the mount, like the vault CLI]
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<String>,
+    /// File to write the credential to; its directory must exist
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Output format: json, env or template [default: json]
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Template file for --format template (MiniJinja syntax; a missing key is an error)
+    #[arg(long, value_name = "FILE")]
+    pub template: Option<PathBuf>,
+    /// Octal mode of the output file [default: 0400]
+    #[arg(long, value_name = "MODE")]
+    pub file_mode: Option<String>,
+    /// uid:gid to own the output file (needs CAP_CHOWN unless it is our own)
+    #[arg(long, value_name = "UID:GID")]
+    pub owner: Option<String>,
+    /// Issue a new credential at least this often, e.g. 24h or 5m; for static roles, ask Vault to rotate
+    #[arg(long, value_name = "DURATION")]
+    pub rotate_every: Option<String>,
+    /// How long an old dynamic credential stays valid after the new one is written, before it is revoked [default: 5m]
+    #[arg(long, value_name = "DURATION")]
+    pub revoke_grace: Option<String>,
+    /// How often KV secrets (no lease) are re-read [default: 5m]
+    #[arg(long, value_name = "DURATION")]
+    pub refresh_every: Option<String>,
+    /// Command to run (split on spaces, no shell) after a new credential is written
+    #[arg(long, value_name = "COMMAND")]
+    pub notify_exec: Option<String>,
+    /// Signal to send (e.g. HUP) to the process in --notify-pid-file after a new credential is written
+    #[arg(long, value_name = "SIGNAL")]
+    pub notify_signal: Option<String>,
+    /// File holding the app's pid, for --notify-signal (needs shareProcessNamespace in a pod)
+    #[arg(long, value_name = "FILE")]
+    pub notify_pid_file: Option<PathBuf>,
+    /// URL to POST {"secret","username","expires_at"} to after a new credential is written
+    #[arg(long, value_name = "URL")]
+    pub notify_url: Option<String>,
+    /// Time limit for each notification [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub notify_timeout: Option<String>,
+
+    /// Address for /health, /ready, /metrics and /status ("off" to disable) [default: 0.0.0.0:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Hide database usernames on /status and the status page
+    #[arg(long)]
+    pub status_hide_usernames: bool,
+    /// Address of the admin listener for POST /rotate ("off" to disable) [default: 127.0.0.1:8081]
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// File holding the bearer token that admin requests must send (Authorization: Bearer <token>); re-read on every request
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Serve admin requests from non-loopback peers too (needs --admin-token-file)
+    #[arg(long)]
+    pub admin_allow_remote: bool,
+    /// Fetch, write and exit 0 (init containers and Jobs); exit 1 when that fails within --once-timeout
+    #[arg(long)]
+    pub once: bool,
+    /// Give up --once after this long [default: 2m]
+    #[arg(long, value_name = "DURATION")]
+    pub once_timeout: Option<String>,
+    /// Revoke the current dynamic credential and token when stopped by SIGTERM/SIGINT
+    #[arg(long)]
+    pub revoke_on_exit: bool,
+    /// Wait a random time up to this long before the first request, to spread fleet restarts [default: 2s; 0 in --once]
+    #[arg(long, value_name = "DURATION")]
+    pub splay: Option<String>,
+    /// First retry delay after a failure [default: 1s]
+    #[arg(long, value_name = "DURATION")]
+    pub backoff_min: Option<String>,
+    /// Longest retry delay after repeated failures [default: 5m]
+    #[arg(long, value_name = "DURATION")]
+    pub backoff_max: Option<String>,
+    /// TOML file with several secrets, each with its own output and cadence
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format: text or json [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Log level or tracing filter, e.g. info or vault_rotator=debug [default: info]
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// Fills every flag the command line left out from `VAULT_ROTATOR_<FLAG>`.
+pub(super) fn apply_env(mut cli: Cli, env: EnvLookup) -> Cli {
+    let var = |name: &str| env(&format!("VAULT_ROTATOR_{name}")).filter(|v| !v.is_empty());
+    macro_rules! fill {
+        ($($field:ident => $name:literal),* $(,)?) => {
+            $( if cli.$field.is_none() { cli.$field = var($name).map(Into::into); } )*
+        };
+    }
+    fill!(
+        vault_addr => "VAULT_ADDR", namespace => "NAMESPACE", ca_cert => "CA_CERT",
+        client_cert => "CLIENT_CERT", client_key => "CLIENT_KEY", skip_verify => "SKIP_VERIFY",
+        tls_server_name => "TLS_SERVER_NAME", request_timeout => "REQUEST_TIMEOUT",
+        auth => "AUTH", auth_mount => "AUTH_MOUNT", role => "ROLE", jwt_file => "JWT_FILE",
+        token_file => "TOKEN_FILE", role_id_file => "ROLE_ID_FILE",
+        secret_id_file => "SECRET_ID_FILE", secret => "SECRET", name => "NAME", kind => "KIND",
+        output => "OUTPUT", format => "FORMAT", template => "TEMPLATE", file_mode => "FILE_MODE",
+        owner => "OWNER", rotate_every => "ROTATE_EVERY", revoke_grace => "REVOKE_GRACE",
+        refresh_every => "REFRESH_EVERY", notify_exec => "NOTIFY_EXEC", notify_signal => "NOTIFY_SIGNAL",
+        notify_pid_file => "NOTIFY_PID_FILE", notify_url => "NOTIFY_URL", notify_timeout => "NOTIFY_TIMEOUT",
+        listen => "LISTEN", once_timeout => "ONCE_TIMEOUT",
+        admin_listen => "ADMIN_LISTEN", admin_token_file => "ADMIN_TOKEN_FILE",
+        splay => "SPLAY", backoff_min => "BACKOFF_MIN", backoff_max => "BACKOFF_MAX",
+        config => "CONFIG", log_format => "LOG_FORMAT", log_level => "LOG_LEVEL",
+    );
+    cli.once = cli.once || var("ONCE").is_some_and(|v| parse_bool(&v) == Some(true));
+    cli.revoke_on_exit =
+        cli.revoke_on_exit || var("REVOKE_ON_EXIT").is_some_and(|v| parse_bool(&v) == Some(true));
+    cli.status_hide_usernames = cli.status_hide_usernames
+        || var("STATUS_HIDE_USERNAMES").is_some_and(|v| parse_bool(&v) == Some(true));
+    cli.admin_allow_remote = cli.admin_allow_remote
+        || var("ADMIN_ALLOW_REMOTE").is_some_and(|v| parse_bool(&v) == Some(true));
+    cli
+}
+
+/// A standard Vault variable, with its OpenBao twin as fallback.
+pub(super) fn standard_var(env: EnvLookup, suffix: &str) -> Option<String> {
+    env(&format!("VAULT_{suffix}"))
+        .or_else(|| env(&format!("BAO_{suffix}")))
+        .filter(|v| !v.is_empty())
+}

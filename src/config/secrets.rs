@@ -1,0 +1,273 @@
+//! Each secret's settings, from `--secret` and its flags or a `[[secret]]` table, and its
+//! notification hooks.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::{
+    duration_or, invalid, parse_duration, parse_kind, parse_mode, parse_owner, Cli, ConfigError,
+    FileSecret, SecretConfig, DEFAULT_FILE_MODE, DEFAULT_KV_REFRESH, DEFAULT_REVOKE_GRACE,
+};
+use crate::notify::Hook;
+use crate::render::{OutputFormat, Template};
+
+pub(super) fn build_secrets(
+    cli: &Cli,
+    from_file: Vec<FileSecret>,
+) -> Result<Vec<SecretConfig>, ConfigError> {
+    let mut secrets = Vec::new();
+    if let Some(path) = &cli.secret {
+        let output = cli
+            .output
+            .clone()
+            .ok_or_else(|| invalid("--output", "required with --secret"))?;
+        let raw = FileSecret {
+            name: cli.name.clone(),
+            path: path.clone(),
+            kind: cli.kind.clone(),
+            output,
+            format: cli.format.clone(),
+            template: cli.template.clone(),
+            file_mode: cli.file_mode.clone(),
+            owner: cli.owner.clone(),
+            rotate_every: cli.rotate_every.clone(),
+            revoke_grace: cli.revoke_grace.clone(),
+            refresh_every: cli.refresh_every.clone(),
+            notify_exec: cli
+                .notify_exec
+                .as_deref()
+                .map(|c| c.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default(),
+            notify_signal: cli.notify_signal.clone(),
+            notify_pid_file: cli.notify_pid_file.clone(),
+            notify_url: cli.notify_url.clone(),
+            notify_timeout: cli.notify_timeout.clone(),
+        };
+        secrets.push(build_secret(raw, "--")?);
+    } else if cli.output.is_some() {
+        return Err(invalid("--secret", "required with --output"));
+    }
+    for (i, raw) in from_file.into_iter().enumerate() {
+        secrets.push(build_secret(raw, &format!("secret[{i}].",))?);
+    }
+    if secrets.is_empty() {
+        return Err(invalid(
+            "--secret",
+            "no secret configured: give --secret and --output, or [[secret]] in --config",
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut outputs = HashSet::new();
+    for s in &secrets {
+        if !names.insert(s.name.clone()) {
+            return Err(invalid(
+                "name",
+                format!("secret name {:?} is used twice", s.name),
+            ));
+        }
+        if !outputs.insert(s.output.clone()) {
+            return Err(invalid(
+                "output",
+                format!("{} is the output of two secrets", s.output.display()),
+            ));
+        }
+    }
+    Ok(secrets)
+}
+
+/// `prefix` is `--` for flags and `secret[i].` for file entries, so errors name the right place.
+fn build_secret(raw: FileSecret, prefix: &str) -> Result<SecretConfig, ConfigError> {
+    let field = |name: &str| {
+        if prefix == "--" {
+            format!("--{}", name.replace('_', "-"))
+        } else {
+            format!("{prefix}{name}")
+        }
+    };
+    let hooks = build_hooks(&raw, &field)?;
+    let path = raw
+        .path
+        .trim_matches('/')
+        .trim_start_matches("v1/")
+        .to_string();
+    if path.is_empty() || path.contains("//") || path.split('/').any(|s| s == ".." || s == ".") {
+        return Err(invalid(
+            field("secret"),
+            format!("{:?} is not a Vault path like database/creds/app", raw.path),
+        ));
+    }
+    let kind = raw
+        .kind
+        .as_deref()
+        .map(|k| {
+            parse_kind(k).ok_or_else(|| {
+                invalid(
+                    field("kind"),
+                    format!("{k:?} is not one of dynamic, static, kv-v2, kv-v1, generic"),
+                )
+            })
+        })
+        .transpose()?;
+    let name = raw
+        .name
+        .unwrap_or_else(|| path.rsplit('/').next().unwrap_or(&path).to_string());
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(invalid(
+            field("name"),
+            format!("{name:?} must be letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    let default_format = if raw.template.is_some() {
+        "template"
+    } else {
+        "json"
+    };
+    let format = match (
+        raw.format.as_deref().unwrap_or(default_format),
+        &raw.template,
+    ) {
+        ("json", None) => OutputFormat::Json,
+        ("env", None) => OutputFormat::Env,
+        ("template", Some(t)) => {
+            let source = std::fs::read_to_string(t)
+                .map_err(|e| invalid(field("template"), format!("{}: {e}", t.display())))?;
+            let template = Template::from_source(&t.display().to_string(), source)
+                .map_err(|e| invalid(field("template"), e.to_string()))?;
+            OutputFormat::Template(template)
+        }
+        ("template", None) => {
+            return Err(invalid(
+                field("template"),
+                "--format template needs --template",
+            ))
+        }
+        (f @ ("json" | "env"), Some(_)) => {
+            return Err(invalid(
+                field("template"),
+                format!("--template only goes with --format template, not {f}"),
+            ))
+        }
+        (other, _) => {
+            return Err(invalid(
+                field("format"),
+                format!("{other:?} is not json, env or template"),
+            ))
+        }
+    };
+    if raw.output.file_name().is_none() || raw.output.as_os_str().is_empty() {
+        return Err(invalid(
+            field("output"),
+            format!("{} is not a file path", raw.output.display()),
+        ));
+    }
+    let file_mode = match raw.file_mode.as_deref() {
+        Some(m) => parse_mode(m).ok_or_else(|| {
+            invalid(
+                field("file_mode"),
+                format!("{m:?} is not an octal mode like 0440"),
+            )
+        })?,
+        None => DEFAULT_FILE_MODE,
+    };
+    let owner = raw
+        .owner
+        .as_deref()
+        .map(|o| {
+            parse_owner(o).ok_or_else(|| invalid(field("owner"), format!("{o:?} is not uid:gid")))
+        })
+        .transpose()?;
+    let rotate_every = raw
+        .rotate_every
+        .as_deref()
+        .map(|d| parse_duration(&field("rotate_every"), d))
+        .transpose()?;
+    if rotate_every.is_some_and(|d| d < Duration::from_secs(1)) {
+        return Err(invalid(field("rotate_every"), "must be at least 1s"));
+    }
+    let refresh_every = duration_or(
+        &field("refresh_every"),
+        raw.refresh_every.as_deref(),
+        DEFAULT_KV_REFRESH,
+    )?;
+    // Below a second a KV secret would be re-read in a tight loop.
+    if refresh_every < Duration::from_secs(1) {
+        return Err(invalid(field("refresh_every"), "must be at least 1s"));
+    }
+    Ok(SecretConfig {
+        name,
+        path,
+        kind,
+        output: raw.output,
+        format,
+        file_mode,
+        owner,
+        rotate_every,
+        revoke_grace: duration_or(
+            &field("revoke_grace"),
+            raw.revoke_grace.as_deref(),
+            DEFAULT_REVOKE_GRACE,
+        )?,
+        refresh_every,
+        hooks,
+    })
+}
+
+fn build_hooks(raw: &FileSecret, field: &dyn Fn(&str) -> String) -> Result<Vec<Hook>, ConfigError> {
+    let timeout = duration_or(
+        &field("notify_timeout"),
+        raw.notify_timeout.as_deref(),
+        Duration::from_secs(30),
+    )?;
+    let mut hooks = Vec::new();
+    if !raw.notify_exec.is_empty() {
+        hooks.push(Hook::Exec {
+            command: raw.notify_exec.clone(),
+            timeout,
+        });
+    }
+    match (&raw.notify_signal, &raw.notify_pid_file) {
+        (Some(sig), Some(pid_file)) => {
+            if crate::notify::parse_signal(sig).is_none() {
+                return Err(invalid(
+                    field("notify_signal"),
+                    format!("{sig:?} is not a signal name like HUP or USR1"),
+                ));
+            }
+            hooks.push(Hook::Signal {
+                pid_file: pid_file.clone(),
+                signal: sig.clone(),
+            });
+        }
+        (Some(_), None) => {
+            return Err(invalid(
+                field("notify_pid_file"),
+                "--notify-signal needs --notify-pid-file",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                field("notify_signal"),
+                "--notify-pid-file needs --notify-signal",
+            ))
+        }
+        (None, None) => {}
+    }
+    if let Some(url) = &raw.notify_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(
+                field("notify_url"),
+                format!("{url:?} is not an http(s) URL"),
+            ));
+        }
+        hooks.push(Hook::Http {
+            url: url.clone(),
+            timeout,
+            retries: 3,
+        });
+    }
+    Ok(hooks)
+}

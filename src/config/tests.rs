@@ -1,0 +1,271 @@
+use super::*;
+use std::collections::HashMap;
+use std::path::Path;
+
+fn load(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let map: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lookup = move |k: &str| map.get(k).cloned();
+    let mut all = vec!["vault-rotator"];
+    all.extend_from_slice(args);
+    Config::load(all, &lookup)
+}
+
+const BASE: &[&str] = &[
+    "--vault-addr",
+    "http://127.0.0.1:8200",
+    "--auth",
+    "approle",
+    "--role-id-file",
+    "/r",
+    "--secret",
+    "database/creds/app",
+    "--output",
+    "/tmp/x/db.json",
+];
+
+#[test]
+fn defaults_are_safe() {
+    let c = load(BASE, &[]).unwrap();
+    let s = &c.secrets[0];
+    assert_eq!(s.name, "app");
+    assert_eq!(s.file_mode, 0o400);
+    assert_eq!(s.revoke_grace, Duration::from_secs(300));
+    assert!(s.kind.is_none());
+    assert_eq!(c.listen, Some("0.0.0.0:8080".parse().unwrap()));
+    assert_eq!(
+        c.backoff,
+        Backoff {
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(300)
+        }
+    );
+    assert_eq!(c.auth.mount, "approle");
+}
+
+#[test]
+fn env_fills_flags_and_flags_win() {
+    let c = load(
+        &[
+            "--auth",
+            "kubernetes",
+            "--role",
+            "app",
+            "--secret",
+            "secret/data/a",
+            "--output",
+            "/o/a",
+        ],
+        &[
+            ("VAULT_ADDR", "https://v:8200/"),
+            ("VAULT_ROTATOR_ROTATE_EVERY", "1h"),
+            ("VAULT_ROTATOR_ROLE", "ignored"),
+            ("BAO_NAMESPACE", "team"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.vault.addr, "https://v:8200");
+    assert_eq!(c.auth.role.as_deref(), Some("app"));
+    assert_eq!(c.vault.namespace.as_deref(), Some("team"));
+    assert_eq!(c.secrets[0].rotate_every, Some(Duration::from_secs(3600)));
+    assert_eq!(
+        c.auth.jwt_file.as_deref(),
+        Some(Path::new(DEFAULT_SA_TOKEN))
+    );
+}
+
+#[test]
+fn vault_rotator_var_beats_standard_var() {
+    let c = load(
+        &BASE[2..],
+        &[
+            ("VAULT_ADDR", "http://a:1"),
+            ("VAULT_ROTATOR_VAULT_ADDR", "http://b:2"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.vault.addr, "http://b:2");
+}
+
+#[test]
+fn errors_name_the_field() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--rotate-every", "soon"], "--rotate-every"),
+        (&["--file-mode", "999"], "--file-mode"),
+        (&["--kind", "dinamic"], "--kind"),
+        (&["--format", "yaml"], "--format"),
+        (&["--listen", "nope"], "--listen"),
+        (&["--refresh-every", "10ms"], "--refresh-every"),
+        (&["--owner", "root"], "--owner"),
+    ];
+    for (extra, field) in cases {
+        let mut args = BASE.to_vec();
+        args.extend_from_slice(extra);
+        let err = load(&args, &[]).unwrap_err().to_string();
+        assert!(err.starts_with(field), "{extra:?}: {err}");
+    }
+    let err = load(&["--secret", "database/creds/app", "--output", "/o"], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--vault-addr"), "{err}");
+    let err = load(
+        &[
+            "--vault-addr",
+            "http://v",
+            "--auth",
+            "kubernetes",
+            "--secret",
+            "a/b",
+            "--output",
+            "/o",
+        ],
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--role"), "{err}");
+    let err = load(&["--vault-addr", "http://v", "--auth", "magic"], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--auth"), "{err}");
+}
+
+#[test]
+fn config_file_rejects_unknown_keys_and_names_the_secret() {
+    let dir = tempdir();
+    let path = dir.join("c.toml");
+    std::fs::write(&path, "[vault]\naddr = \"http://v:1\"\n[auth]\nmethod=\"token\"\n[[secret]]\npath=\"a/b\"\noutput=\"/o/x\"\nrotate_evry=\"1h\"\n").unwrap();
+    let err = load(
+        &["--config", path.to_str().unwrap()],
+        &[("VAULT_TOKEN", "t")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("rotate_evry"), "{err}");
+    std::fs::write(&path, "[vault]\naddr = \"http://v:1\"\n[auth]\nmethod=\"token\"\n[[secret]]\nname=\"db\"\npath=\"database/creds/app\"\noutput=\"/o/x\"\nrevoke_grace=\"later\"\n").unwrap();
+    let err = load(
+        &["--config", path.to_str().unwrap()],
+        &[("VAULT_TOKEN", "t")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("secret[0].revoke_grace"), "{err}");
+    std::fs::write(&path, "[vault]\naddr = \"http://v:1\"\n[auth]\nmethod=\"token\"\n[[secret]]\nname=\"db\"\npath=\"database/creds/app\"\noutput=\"/o/x\"\nkind=\"dynamic\"\n[[secret]]\npath=\"secret/data/k\"\noutput=\"/o/k\"\nformat=\"env\"\n").unwrap();
+    let c = load(
+        &["--config", path.to_str().unwrap()],
+        &[("VAULT_TOKEN", "t")],
+    )
+    .unwrap();
+    assert_eq!(c.secrets.len(), 2);
+    assert_eq!(c.secrets[1].name, "k");
+    assert!(matches!(c.secrets[1].format, OutputFormat::Env));
+    assert_eq!(c.auth.method, AuthMethod::Token);
+}
+
+#[test]
+fn once_disables_listener_and_splay() {
+    let mut args = BASE.to_vec();
+    args.push("--once");
+    let c = load(&args, &[]).unwrap();
+    assert!(c.once && c.listen.is_none() && c.splay.is_zero());
+}
+
+#[test]
+fn admin_listener_defaults_to_loopback_and_can_be_turned_off() {
+    let c = load(BASE, &[]).unwrap();
+    let admin = c.admin.unwrap();
+    assert_eq!(admin.listen, "127.0.0.1:8081".parse().unwrap());
+    assert!(!admin.required && !admin.allow_remote && admin.token_file.is_none());
+    assert!(!c.status_hide_usernames);
+    let mut args = BASE.to_vec();
+    args.extend(["--admin-listen", "off"]);
+    assert!(load(&args, &[]).unwrap().admin.is_none());
+    let c = load(
+        BASE,
+        &[
+            ("VAULT_ROTATOR_ADMIN_LISTEN", "0.0.0.0:9000"),
+            ("VAULT_ROTATOR_STATUS_HIDE_USERNAMES", "true"),
+        ],
+    )
+    .unwrap();
+    let admin = c.admin.unwrap();
+    assert_eq!(admin.listen, "0.0.0.0:9000".parse().unwrap());
+    assert!(admin.required && c.status_hide_usernames);
+    let mut args = BASE.to_vec();
+    args.push("--once");
+    assert!(load(&args, &[]).unwrap().admin.is_none());
+}
+
+#[test]
+fn admin_token_file_is_checked_and_remote_access_needs_it() {
+    let dir = tempdir();
+    let token = dir.join("admin-token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let token = token.to_str().unwrap();
+    let with = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = BASE.to_vec();
+        args.extend_from_slice(extra);
+        load(&args, env)
+    };
+    let c = with(&["--admin-token-file", token, "--admin-allow-remote"], &[]).unwrap();
+    let admin = c.admin.clone().unwrap();
+    assert!(admin.allow_remote);
+    assert_eq!(admin.token_file.as_deref(), Some(Path::new(token)));
+    assert!(!format!("{c:?}").contains("s3cret"));
+    let c = with(
+        &[],
+        &[
+            ("VAULT_ROTATOR_ADMIN_TOKEN_FILE", token),
+            ("VAULT_ROTATOR_ADMIN_ALLOW_REMOTE", "1"),
+        ],
+    )
+    .unwrap();
+    assert!(c.admin.unwrap().allow_remote);
+    let err = with(&["--admin-allow-remote"], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("--admin-allow-remote"), "{err}");
+    let err = with(&["--admin-token-file", "/no/such/token"], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("--admin-token-file"), "{err}");
+    let empty = dir.join("empty-token");
+    std::fs::write(&empty, "\n").unwrap();
+    let err = with(&["--admin-token-file", empty.to_str().unwrap()], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("empty"), "{err}");
+    let err = with(&["--admin-listen", "localhost"], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("--admin-listen"), "{err}");
+}
+
+#[test]
+fn token_is_never_in_debug_output() {
+    let c = load(
+        &[
+            "--vault-addr",
+            "http://v",
+            "--secret",
+            "a/b",
+            "--output",
+            "/o/x",
+        ],
+        &[("VAULT_TOKEN", "hvs.supersecret")],
+    )
+    .unwrap();
+    assert!(!format!("{c:?}").contains("supersecret"));
+}
+
+fn tempdir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "vr-cfg-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
