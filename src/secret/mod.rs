@@ -267,7 +267,7 @@ impl<B: Backend> Worker<B> {
                 Retire::No => return self.shutdown().await,
                 Retire::Removed => {
                     if !self.grace_unless_readded().await {
-                        return self.revoke_all().await;
+                        return self.revoke_retrying().await;
                     }
                     how = Retire::Replaced;
                 }

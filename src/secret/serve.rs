@@ -169,9 +169,6 @@ impl<B: Backend> Worker<B> {
     /// now; after the grace, revoke everything this worker still holds. SIGTERM cuts the
     /// grace short rather than leaving the credentials to their TTL.
     ///
-    /// A revoke that fails for a passing fault is retried with backoff while its lease lives,
-    /// as a running worker's are: trying once left the credential alive to its TTL after a
-    /// 429 or a blip (simulator seed 1197). SIGTERM ends the retries.
     pub(super) async fn revoke_after_grace(&mut self) {
         let mut shutdown = self.control.shutdown.clone();
         if !*shutdown.borrow() {
@@ -181,6 +178,15 @@ impl<B: Backend> Worker<B> {
                 _ = tokio::time::sleep(self.cfg.revoke_grace) => {}
             }
         }
+        self.revoke_retrying().await;
+    }
+
+    /// Retired, the grace over: revokes everything this worker holds. A revoke that fails
+    /// for a passing fault is retried with backoff while its lease lives, as a running
+    /// worker's are: trying once left the credential alive to its TTL after a 429 or a blip
+    /// (simulator seeds 1197 and 3875). SIGTERM ends the retries.
+    pub(super) async fn revoke_retrying(&mut self) {
+        let mut shutdown = self.control.shutdown.clone();
         let now = Instant::now();
         if let Some(held) = self.current.take() {
             if let Some(lease_id) = held.cred.lease_id.clone() {

@@ -1111,6 +1111,10 @@ pub const SCRIPTED: &[(&str, Script)] = &[
         "unanswered-renewals-still-revoke",
         unanswered_renewals_still_revoke,
     ),
+    (
+        "removed-secret-retries-a-failed-revoke",
+        removed_secret_retries_a_failed_revoke,
+    ),
 ];
 
 /// The common base: AppRole, one dynamic secret, no faults, a 20-minute run.
@@ -1257,5 +1261,22 @@ fn unanswered_renewals_still_revoke(dir: &Path) -> Scenario {
             (S(300), Event::Latency(S(13))),
             (S(700), Event::Latency(S(0))),
         ],
+    )
+}
+
+/// Found by seed 3875: the same as seed 1197, for a secret that SIGHUP removed.
+fn removed_secret_retries_a_failed_revoke(dir: &Path) -> Scenario {
+    let mut sc = scripted(dir);
+    sc.dyn_ttl = S(1800);
+    let kept = sc.secrets.clone();
+    let mut second = sc.secrets[0].clone();
+    second.name = "db1".into();
+    second.path = "database/creds/app1".into();
+    second.output = dir.join("db1.json");
+    sc.secrets.push(second);
+    let fault = Fault::new(503, 2).on("sys/leases/revoke");
+    finish(
+        sc,
+        vec![(S(30), Event::Reload(kept)), (S(34), Event::Fault(fault))],
     )
 }
