@@ -26,6 +26,8 @@
 //! - [`render`], [`sink`], [`state`], [`http`]: output, files, shared status, probe and admin
 //!   servers; [`metrics`] and [`status`]: what `/metrics`, `/status` and the status page show.
 //! - [`notify`]: telling the app about a new credential (exec, signal, HTTP).
+//! - [`dirset`]: the `--output-dir` mode: a set of files that switch together through a
+//!   `..data` symlink, as kubelet does it.
 //!
 //! `main.rs` only wires these together.
 #![forbid(unsafe_code)]
@@ -33,6 +35,7 @@
 pub mod agent;
 pub mod config;
 pub mod credential;
+pub mod dirset;
 pub mod http;
 pub mod lease;
 pub mod logging;

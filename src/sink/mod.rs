@@ -114,7 +114,7 @@ pub enum SinkError {
 }
 
 /// A plain-words explanation for the errors an operator can act on.
-fn hint(step: WriteStep, error: &io::Error) -> &'static str {
+pub(crate) fn hint(step: WriteStep, error: &io::Error) -> &'static str {
     match error.kind() {
         io::ErrorKind::StorageFull => {
             " (the volume is full: raise the emptyDir sizeLimit or free space)"
@@ -199,7 +199,7 @@ impl FileSink {
 
     /// Compares without writing: a rewrite of identical content would wake every file watcher
     /// and bump the mtime for nothing.
-    fn is_current(&self, bytes: &[u8]) -> bool {
+    pub(crate) fn is_current(&self, bytes: &[u8]) -> bool {
         let Ok(link_meta) = fs::symlink_metadata(&self.path) else {
             return false;
         };
@@ -256,9 +256,7 @@ impl FileSink {
     /// reporting the write as failed would make the agent treat a live credential as unwritten.
     /// Some filesystems (FUSE, older NFS) reject fsync on directories outright.
     fn sync_dir(&self) {
-        if let Err(error) = File::open(&self.dir).and_then(|d| d.sync_all()) {
-            tracing::warn!(dir = %self.dir.display(), %error, "fsync of the output directory failed after a successful rename");
-        }
+        sync_dir(&self.dir);
     }
 
     fn temp_prefix(&self) -> OsString {
@@ -323,6 +321,14 @@ impl Drop for TempFile {
     }
 }
 
+/// Fsyncs a directory after a rename in it; a failure is only logged (see
+/// [`FileSink::sync_dir`]).
+pub(crate) fn sync_dir(dir: &Path) {
+    if let Err(error) = File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %dir.display(), %error, "fsync of the output directory failed after a successful rename");
+    }
+}
+
 /// O_CREAT|O_EXCL (never follows or reuses an existing file) with owner-only mode from the
 /// first instant; the umask can only narrow 0600 further.
 fn create_exclusive(path: &Path) -> io::Result<File> {
@@ -383,7 +389,7 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-fn check_dir(dir: &Path) -> Result<(), SinkError> {
+pub(crate) fn check_dir(dir: &Path) -> Result<(), SinkError> {
     match fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => Ok(()),
         Ok(_) => Err(SinkError::NotADirectory {
