@@ -26,7 +26,7 @@
 //! - [`render`], [`sink`], [`state`], [`http`]: output, files, shared status, probe and admin
 //!   servers; [`metrics`] and [`status`]: what `/metrics`, `/status` and the status page show.
 //! - [`notify`]: telling the app about a new credential (exec, signal, HTTP).
-//! - [`dirset`]: the `--output-dir` mode: a set of files that switch together through a
+//! - [`sink::dirset`]: the `--output-dir` mode: a set of files that switch together through a
 //!   `..data` symlink, as kubelet does it.
 //!
 //! `main.rs` only wires these together.
@@ -35,7 +35,6 @@
 pub mod agent;
 pub mod config;
 pub mod credential;
-pub mod dirset;
 pub mod http;
 pub mod lease;
 pub mod logging;

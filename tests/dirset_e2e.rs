@@ -185,7 +185,10 @@ async fn kv_set_switches_whole_across_hundreds_of_rotations() {
         );
         assert_eq!(mode & 0o777, 0o440, "{name}");
     }
-    assert_eq!(std::fs::read_to_string(out.join("password")).unwrap(), "pw-user-0");
+    assert_eq!(
+        std::fs::read_to_string(out.join("password")).unwrap(),
+        "pw-user-0"
+    );
     assert_eq!(read_set(&out), Ok(Some(0)));
 
     let reader = SetReader::start(&out);
@@ -196,7 +199,11 @@ async fn kv_set_switches_whole_across_hundreds_of_rotations() {
         agent.usr1();
         let want = format!("user-{n}");
         let deadline = Instant::now() + SEC(10);
-        while std::fs::read_to_string(out.join("username")).ok().as_deref() != Some(&want) {
+        while std::fs::read_to_string(out.join("username"))
+            .ok()
+            .as_deref()
+            != Some(&want)
+        {
             assert!(
                 Instant::now() < deadline,
                 "rotation {n} not written in 10 s; logs:\n{}",
@@ -216,8 +223,16 @@ async fn kv_set_switches_whole_across_hundreds_of_rotations() {
         report.generations.len()
     );
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    assert_eq!(generations.len() as u64, ROTATIONS + 1, "one generation per rotation");
-    assert!(report.checked > ROTATIONS, "the reader checked only {}", report.checked);
+    assert_eq!(
+        generations.len() as u64,
+        ROTATIONS + 1,
+        "one generation per rotation"
+    );
+    assert!(
+        report.checked > ROTATIONS,
+        "the reader checked only {}",
+        report.checked
+    );
     assert!(
         report.generations.len() > 1 && report.generations.last() == Some(&ROTATIONS),
         "the reader followed the rotations: {:?}",
@@ -244,7 +259,10 @@ async fn kv_set_switches_whole_across_hundreds_of_rotations() {
     assert_eq!(set["dir"], json!(out.display().to_string()), "{status}");
     assert_eq!(set["files"], json!(["password", "username", "version"]));
     assert_eq!(set["generation"], json!(current));
-    assert!(!status.to_string().contains("pw-user"), "no password in /status");
+    assert!(
+        !status.to_string().contains("pw-user"),
+        "no password in /status"
+    );
     assert_eq!(agent.stop(), 0);
 }
 
@@ -293,7 +311,10 @@ async fn templated_set_from_real_openbao_logs_in_to_postgresql() {
             let user = std::fs::read_to_string(out.join("username")).unwrap();
             let password = std::fs::read_to_string(out.join("password")).unwrap();
             let jdbc = std::fs::read_to_string(out.join("jdbc.properties")).unwrap();
-            assert!(jdbc.starts_with(&format!("user={user}\n")), "jdbc.properties: other user");
+            assert!(
+                jdbc.starts_with(&format!("user={user}\n")),
+                "jdbc.properties: other user"
+            );
             stack
                 .pg_login(&user, &password)
                 .await

@@ -9,6 +9,9 @@
 //! mode 0600. It is filled, chowned, chmodded to the exact mode, fsynced, renamed over the
 //! target, and the directory is fsynced. Any failure removes the temp file and leaves the
 //! previous target untouched.
+//!
+//! [`dirset`] builds the `--output-dir` mode on top: several files, each written this way into
+//! a new generation directory, that switch together through a `..data` symlink.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -18,6 +21,10 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rand::distr::{Alphanumeric, SampleString};
+
+pub mod dirset;
+
+pub use dirset::{DirSetError, DirSink};
 
 /// Longest file name most Linux filesystems accept (NAME_MAX).
 const NAME_MAX: usize = 255;
@@ -29,6 +36,35 @@ const TEMP_MARKER: &str = ".tmp-";
 const TEMP_MODE: u32 = 0o600;
 /// O_EXCL collisions tolerated before giving up (each means a stray file with our random name).
 const CREATE_ATTEMPTS: usize = 4;
+
+/// Where a secret's worker writes: one file, or a directory of files that switch together.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    File(FileSink),
+    Dir(DirSink),
+}
+
+impl Sink {
+    /// Removes what a crash in the middle of a write left behind; returns how many entries.
+    pub fn cleanup_stale(&self) -> usize {
+        match self {
+            Sink::File(file) => file.cleanup_stale_temps(),
+            Sink::Dir(dir) => dir.cleanup_stale(),
+        }
+    }
+}
+
+impl From<FileSink> for Sink {
+    fn from(sink: FileSink) -> Sink {
+        Sink::File(sink)
+    }
+}
+
+impl From<DirSink> for Sink {
+    fn from(sink: DirSink) -> Sink {
+        Sink::Dir(sink)
+    }
+}
 
 /// Writes one file atomically, with an exact mode and optional owner.
 #[derive(Debug, Clone)]

@@ -27,7 +27,8 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::sink::{self, FileSink, SinkError, WriteOutcome};
+use super::{FileSink, SinkError, WriteOutcome};
+use crate::time::rfc3339;
 
 /// The symlink that names the current generation; readers watch it.
 pub const DATA_LINK: &str = "..data";
@@ -37,9 +38,6 @@ const DATA_TMP_LINK: &str = "..data_tmp";
 const LINK_TMP: &str = "..link_tmp";
 /// Generation directories as kubelet makes them: anyone may traverse; each file keeps its mode.
 const GENERATION_DIR_MODE: u32 = 0o755;
-/// How long a swapped-out generation is kept, for readers whose path lookup through `..data`
-/// began before the swap.
-pub const LINGER: Duration = Duration::from_secs(1);
 /// Tries at a fresh generation name: a clock coarser than the time a write takes could repeat one.
 const CREATE_ATTEMPTS: u32 = 8;
 
@@ -113,7 +111,7 @@ pub enum DirSetError {
     #[error(
         "cannot write output directory {dir}: {step} failed{}: {error}{hint}; {outcome}",
         name.as_deref().map(|n| format!(" for {n}")).unwrap_or_default(),
-        hint = sink::hint(sink::WriteStep::CreateTemp, .error),
+        hint = super::hint(super::WriteStep::CreateTemp, .error),
         outcome = if step.before_swap() {
             "the previous set was left untouched"
         } else {
@@ -164,13 +162,17 @@ pub fn check_file_names<'a>(
 }
 
 impl DirSink {
+    /// How long a swapped-out generation is kept, for readers whose path lookup through
+    /// `..data` began before the swap.
+    pub const LINGER: Duration = Duration::from_secs(1);
+
     /// Checks the directory and the mode now, so mistakes fail at startup rather than at the
     /// first rotation.
     pub fn new(dir: PathBuf, mode: u32, owner: Option<(u32, u32)>) -> Result<DirSink, DirSetError> {
         if mode & !0o777 != 0 {
             return Err(SinkError::InvalidMode { path: dir, mode }.into());
         }
-        sink::check_dir(&dir)?;
+        super::check_dir(&dir)?;
         Ok(DirSink { dir, mode, owner })
     }
 
@@ -217,7 +219,7 @@ impl DirSink {
         generation.commit();
         self.link_files(files)?;
         self.unlink_stale(files);
-        sink::sync_dir(&self.dir);
+        super::sync_dir(&self.dir);
         self.remove_old_generations(Keep::Lingering);
         Ok(WriteOutcome::Written)
     }
@@ -373,7 +375,7 @@ impl DirSink {
     /// generation by name; deleting it at once makes the lookup fail with "no such file" (the
     /// concurrency test below saw it within seconds, even when the one generation swapped out
     /// last was kept: a reader descheduled mid-lookup can span several swaps). So after a write
-    /// a generation is kept until the one that replaced it is [`LINGER`] old.
+    /// a generation is kept until the one that replaced it is [`DirSink::LINGER`] old.
     fn remove_old_generations(&self, keep: Keep) -> usize {
         let current = self.generation();
         let mut old = match self.generation_names() {
@@ -397,8 +399,8 @@ impl DirSink {
             .count()
     }
 
-    /// Removes the generations swapped out at least [`LINGER`] ago; returns how many. For the
-    /// agent to call once [`LINGER`] has passed after a write, so an old credential does not
+    /// Removes the generations swapped out at least [`DirSink::LINGER`] ago; returns how many. For the
+    /// agent to call once [`DirSink::LINGER`] has passed after a write, so an old credential does not
     /// wait on disk for the next write.
     pub fn remove_swapped_out(&self) -> usize {
         self.remove_old_generations(Keep::Lingering)
@@ -415,12 +417,12 @@ impl DirSink {
         Ok(names)
     }
 
-    /// Whether generation `name` was completed less than [`LINGER`] ago (by its directory's
+    /// Whether generation `name` was completed less than [`DirSink::LINGER`] ago (by its directory's
     /// mtime, which its last file set). A clock that went backwards counts as young.
     fn younger_than_linger(&self, name: &str) -> bool {
         fs::metadata(self.dir.join(name))
             .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().map_or(true, |age| age < LINGER))
+            .is_ok_and(|t| t.elapsed().map_or(true, |age| age < DirSink::LINGER))
     }
 
     fn error(&self, step: DirStep, name: Option<&str>, error: io::Error) -> DirSetError {
@@ -439,7 +441,7 @@ enum Keep {
     /// At startup: the last swap was before the agent (re)started, or never happened (a crash
     /// between writing a generation and swapping to it leaves one `..data` never named).
     CurrentOnly,
-    /// After a write: those swapped out less than [`LINGER`] ago.
+    /// After a write: those swapped out less than [`DirSink::LINGER`] ago.
     Lingering,
 }
 
@@ -469,7 +471,7 @@ impl Drop for Generation {
 /// age; `-N` is added on the rare retry after a name was taken.
 fn generation_name(now: SystemTime, attempt: u32) -> String {
     let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let stamp = crate::render::rfc3339(now)
+    let stamp = rfc3339(now)
         .map(|t| t.trim_end_matches('Z').replace(['-', 'T', ':'], "_"))
         .unwrap_or_else(|| since_epoch.as_secs().to_string());
     let mut name = format!("..{stamp}.{:09}", since_epoch.subsec_nanos());
@@ -671,10 +673,10 @@ mod tests {
         assert_eq!(generations_in(dir.path()), vec![sink.generation().unwrap()]);
     }
 
-    /// Ages generation `upto` and every older one past [`LINGER`] without sleeping (older
+    /// Ages generation `upto` and every older one past [`DirSink::LINGER`] without sleeping (older
     /// ones too, as real time would).
     fn backdate(dir: &Path, upto: &str) {
-        let old = SystemTime::now() - LINGER * 10;
+        let old = SystemTime::now() - DirSink::LINGER * 10;
         for name in generations_in(dir).iter().filter(|n| n.as_str() <= upto) {
             fs::File::open(dir.join(name))
                 .unwrap()
