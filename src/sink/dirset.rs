@@ -145,7 +145,7 @@ pub fn file_name_problem(name: &str) -> Option<&'static str> {
 }
 
 /// Checks every name of a set, naming `field` in the error.
-pub fn check_file_names<'a>(
+fn check_file_names<'a>(
     field: &str,
     names: impl IntoIterator<Item = &'a String>,
 ) -> Result<(), DirSetError> {
@@ -186,14 +186,6 @@ impl DirSink {
         let target = fs::read_link(self.dir.join(DATA_LINK)).ok()?;
         let name = target.to_str()?;
         is_generation_name(name).then(|| name.to_string())
-    }
-
-    /// The bytes of one file of the current set, read through `..data`.
-    pub fn read_current(&self, name: &str) -> Option<Vec<u8>> {
-        if file_name_problem(name).is_some() {
-            return None;
-        }
-        fs::read(self.dir.join(DATA_LINK).join(name)).ok()
     }
 
     /// Makes `files` the current set. When the current generation already holds exactly these
@@ -490,27 +482,39 @@ fn is_generation_name(name: &str) -> bool {
 
 /// Removes a generation directory; only a real directory (never through a symlink).
 fn remove_generation(path: &Path) -> bool {
-    if !fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-        return false;
-    }
-    match fs::remove_dir_all(path) {
-        Ok(()) => true,
-        Err(error) => {
-            tracing::warn!(path = %path.display(), %error, "cannot remove an old generation directory");
-            false
-        }
-    }
+    remove_if(
+        path,
+        |m| m.is_dir(),
+        |p| fs::remove_dir_all(p),
+        "an old generation directory",
+    )
 }
 
 /// Removes a symlink if one is there; returns whether it was.
 fn remove_link(path: &Path) -> bool {
-    if !fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+    remove_if(
+        path,
+        |m| m.file_type().is_symlink(),
+        |p| fs::remove_file(p),
+        "a stale symlink",
+    )
+}
+
+/// Removes `path` with `remove` when what is there (not following a symlink) is `ours`;
+/// returns whether it went. A failure is logged: leftovers only waste space.
+fn remove_if(
+    path: &Path,
+    ours: fn(&fs::Metadata) -> bool,
+    remove: fn(&Path) -> io::Result<()>,
+    what: &str,
+) -> bool {
+    if !fs::symlink_metadata(path).is_ok_and(|m| ours(&m)) {
         return false;
     }
-    match fs::remove_file(path) {
+    match remove(path) {
         Ok(()) => true,
         Err(error) => {
-            tracing::warn!(path = %path.display(), %error, "cannot remove a stale symlink");
+            tracing::warn!(path = %path.display(), %error, "cannot remove {what}");
             false
         }
     }
@@ -518,31 +522,11 @@ fn remove_link(path: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{names_in, test_dir};
     use super::*;
     use std::os::unix::fs::MetadataExt;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-
-    /// tmpfs, like the shared in-memory volume in production, when the machine has one.
-    fn test_dir() -> tempfile::TempDir {
-        let shm = Path::new("/dev/shm");
-        let builder = tempfile::Builder::new().prefix("dirset-test-").to_owned();
-        if shm.is_dir() {
-            if let Ok(dir) = builder.tempdir_in(shm) {
-                return dir;
-            }
-        }
-        builder.tempdir().unwrap()
-    }
-
-    fn names_in(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
 
     fn generations_in(dir: &Path) -> Vec<String> {
         names_in(dir)
@@ -590,7 +574,6 @@ mod tests {
         }
         assert_eq!(fs::read(dir.path().join("username")).unwrap(), b"user-1");
         assert_eq!(fs::read(dir.path().join("password")).unwrap(), b"pw-user-1");
-        assert_eq!(sink.read_current("password").unwrap(), b"pw-user-1");
         let gen_meta = fs::metadata(dir.path().join(&generation)).unwrap();
         assert_eq!(gen_meta.mode() & 0o7777, GENERATION_DIR_MODE);
         assert_eq!(
