@@ -233,7 +233,10 @@ impl DirSink {
                 dir: self.dir.clone(),
             });
         }
-        check_file_names(&self.dir.display().to_string(), files.keys())?;
+        check_file_names(
+            &format!("output directory {}", self.dir.display()),
+            files.keys(),
+        )?;
         // Checked before anything is written, so this error leaves the previous set whole.
         let occupied = files
             .keys()
