@@ -13,8 +13,10 @@
 //! points `..data` at it by renaming a temp symlink (`..data_tmp`) over it. That rename is the
 //! only step a reader can observe, and it is atomic: the user-visible names are symlinks
 //! through `..data`, so they all switch with it. Links for new names are made after the swap
-//! (never dangling), links for names that left the set are removed, and then the generation
-//! that was swapped out is deleted.
+//! (never dangling), and links for names that left the set are removed. A swapped-out
+//! generation is deleted once its successor is [`DirSink::LINGER`] old, not at once: a reader
+//! whose path lookup went through `..data` just before the swap still needs it (see
+//! `remove_old_generations`).
 //!
 //! Names starting with `..` belong to the writer, which is why a file of the set may not have
 //! one. One writer per directory: the agent's configuration rejects two secrets sharing one.
@@ -166,7 +168,7 @@ impl DirSink {
         self.check_set(files)?;
         let current = self.generation();
         if current.as_deref().is_some_and(|g| self.holds(g, files)) {
-            let relinked = self.link_files(files)? | self.unlink_stale(files);
+            let relinked = self.link_files(files) | self.unlink_stale(files);
             self.remove_old_generations(Keep::Lingering);
             return Ok(if relinked {
                 WriteOutcome::Written
@@ -180,7 +182,7 @@ impl DirSink {
         }
         self.swap(&generation.name)?;
         generation.commit();
-        self.link_files(files)?;
+        self.link_files(files);
         self.unlink_stale(files);
         super::sync_dir(&self.dir);
         self.remove_old_generations(Keep::Lingering);
@@ -280,15 +282,22 @@ impl DirSink {
         })
     }
 
-    /// Makes each `DIR/<name>` a symlink to `..data/<name>`; returns whether any changed.
-    fn link_files(&self, files: &FileSet) -> Result<bool, DirSetError> {
+    /// Makes each `DIR/<name>` a symlink to `..data/<name>`; returns whether any changed. A
+    /// failure is only logged: the set is live in `..data` by now, and reporting the write as
+    /// failed would make the agent treat a live credential as unwritten (and revoke a new
+    /// lease the existing links already show). The next write tries again.
+    fn link_files(&self, files: &FileSet) -> bool {
         let mut changed = false;
         for name in files.keys() {
-            changed |= self
-                .link_file(name)
-                .map_err(|e| self.error(DirStep::LinkFile, Some(name), e))?;
+            match self.link_file(name) {
+                Ok(linked) => changed |= linked,
+                Err(e) => {
+                    let error = self.error(DirStep::LinkFile, Some(name), e);
+                    tracing::warn!(%error, "a file of the set is not linked yet");
+                }
+            }
         }
-        Ok(changed)
+        changed
     }
 
     fn link_file(&self, name: &str) -> io::Result<bool> {

@@ -239,6 +239,31 @@ fn a_regular_file_where_a_link_belongs_is_replaced() {
 }
 
 #[test]
+fn a_link_that_cannot_be_made_after_the_swap_does_not_fail_the_write() {
+    let dir = test_dir();
+    let sink = DirSink::new(dir.path().to_path_buf(), 0o400, None).unwrap();
+    // A regular file to replace, and `..link_tmp` taken by a directory the writer never
+    // removes: replacing `password` fails once the new generation is live.
+    fs::write(dir.path().join("password"), b"stale").unwrap();
+    fs::create_dir(dir.path().join(LINK_TMP)).unwrap();
+    fs::write(dir.path().join(LINK_TMP).join("x"), b"").unwrap();
+
+    // Reporting a failure here would make the agent revoke a credential readers may see.
+    assert_eq!(sink.write(&pair(1)).unwrap(), WriteOutcome::Written);
+    assert!(sink.generation().is_some());
+    assert_eq!(fs::read(dir.path().join("username")).unwrap(), b"user-1");
+    assert_eq!(fs::read(dir.path().join("password")).unwrap(), b"stale");
+
+    // Once the obstacle is gone, the next write links it without a swap.
+    let generation = sink.generation().unwrap();
+    fs::remove_dir_all(dir.path().join(LINK_TMP)).unwrap();
+    assert_eq!(sink.write(&pair(1)).unwrap(), WriteOutcome::Written);
+    assert_eq!(sink.generation().unwrap(), generation);
+    assert_eq!(fs::read(dir.path().join("password")).unwrap(), b"pw-user-1");
+    assert_eq!(sink.write(&pair(1)).unwrap(), WriteOutcome::Unchanged);
+}
+
+#[test]
 fn a_directory_where_a_link_belongs_fails_before_anything_changes() {
     let dir = test_dir();
     let sink = DirSink::new(dir.path().to_path_buf(), 0o400, None).unwrap();
