@@ -14,13 +14,13 @@ use rand::SeedableRng;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ConfigError, SecretConfig};
+use crate::config::{Config, ConfigError, Output, SecretConfig};
 use crate::http::{AdminAccess, Limits, ProbeServer, Router};
 use crate::lease;
 use crate::logging::LogHandle;
 use crate::metrics::VaultRequests;
 use crate::secret::{Control, Retire, SecretError, Worker};
-use crate::sink::FileSink;
+use crate::sink::{DirSink, FileSink, Sink};
 use crate::state::{AuthCount, SecretInfo, State};
 use crate::vault::{Auth, AuthEvent, Client, Live, VaultError};
 
@@ -388,7 +388,7 @@ impl Agent {
 
     fn start(&mut self, s: SecretConfig) -> Result<(), AgentError> {
         let sink = sink_for(&s)?;
-        sink.cleanup_stale_temps();
+        sink.cleanup_stale();
         self.state.add_secret(secret_info(&s));
         let rotate = Arc::new(Notify::new());
         let hooks: Vec<&str> = s.hooks.iter().map(|h| h.kind()).collect();
@@ -486,7 +486,7 @@ impl Agent {
             let how = match wanted.get(&name) {
                 Some(w) if w == old => continue,
                 Some(w) => {
-                    if w.output != old.output {
+                    if w.output.path() != old.output.path() {
                         // The configured file is another one now: not ready until it exists.
                         self.state.forget_credential(&name);
                     }
@@ -541,7 +541,15 @@ fn secret_info(s: &SecretConfig) -> SecretInfo {
     }
 }
 
-fn sink_for(s: &SecretConfig) -> Result<FileSink, AgentError> {
-    FileSink::new(s.output.clone(), s.file_mode, s.owner)
-        .map_err(|e| AgentError::Config(format!("secret {:?} output: {e}", s.name)))
+fn sink_for(s: &SecretConfig) -> Result<Sink, AgentError> {
+    let error =
+        |e: &dyn std::fmt::Display| AgentError::Config(format!("secret {:?} output: {e}", s.name));
+    Ok(match &s.output {
+        Output::File { path, .. } => FileSink::new(path.clone(), s.file_mode, s.owner)
+            .map_err(|e| error(&e))?
+            .into(),
+        Output::Dir { path, .. } => DirSink::new(path.clone(), s.file_mode, s.owner)
+            .map_err(|e| error(&e))?
+            .into(),
+    })
 }

@@ -26,6 +26,8 @@
 //! - [`render`], [`sink`], [`state`], [`http`]: output, files, shared status, probe and admin
 //!   servers; [`metrics`] and [`status`]: what `/metrics`, `/status` and the status page show.
 //! - [`notify`]: telling the app about a new credential (exec, signal, HTTP).
+//! - [`sink::dirset`]: the `--output-dir` mode: a set of files that switch together through a
+//!   `..data` symlink, as kubelet does it.
 //!
 //! `main.rs` only wires these together.
 #![forbid(unsafe_code)]

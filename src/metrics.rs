@@ -184,6 +184,14 @@ impl Snapshot {
         )?;
         gauge(
             encoder,
+            "secret_output_files",
+            "Files in the secret's --output-dir set as last written (absent for a single-file \
+             output): a field that appears or goes away changes it.",
+            None,
+            self.per_secret(|s| s.output_set.as_ref().map(|o| o.files.len() as f64)),
+        )?;
+        gauge(
+            encoder,
             "secret_dies_with_login",
             "1 when the credential cannot outlive the Vault token that created it and no newer \
              token can be had: it is kept until its end, then readiness fails.",
@@ -376,6 +384,14 @@ mod tests {
         );
         vault.observe(RequestKind::LeaseRenew, None, Duration::from_secs(31));
 
+        state.update("kv", |s| {
+            s.output_set = Some(crate::state::OutputSet {
+                dir: "/secrets/kv".into(),
+                files: vec!["password".into(), "username".into(), "version".into()],
+                generation: None,
+            })
+        });
+
         let text = encode(&state, &vault, now).unwrap();
         let m =
             |series: &str| sample(&text, series).unwrap_or_else(|| panic!("{series} in\n{text}"));
@@ -388,6 +404,12 @@ mod tests {
             1_799_999_995.0
         );
         assert_eq!(m("vault_rotator_secret_renewals_total{secret=\"db\"}"), 2.0);
+        assert_eq!(m("vault_rotator_secret_output_files{secret=\"kv\"}"), 3.0);
+        assert_eq!(
+            sample(&text, "vault_rotator_secret_output_files{secret=\"db\"}"),
+            None,
+            "absent for a single file"
+        );
         assert_eq!(
             m("vault_rotator_secret_rotations_total{secret=\"db\"}"),
             1.0

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::credential::SecretKind;
-use crate::state::{AuthCounters, Event, HookCounts, SecretStatus, State};
+use crate::state::{AuthCounters, Event, HookCounts, OutputSet, SecretStatus, State};
 
 /// Seconds between automatic reloads of the status page.
 const PAGE_REFRESH_SECS: u32 = 5;
@@ -69,6 +69,9 @@ pub struct SecretReport {
     pub notify_failures: u64,
     pub notifications_by_hook: BTreeMap<String, HookCounts>,
     pub last_error: Option<String>,
+    /// With `--output-dir`: the directory, its files and the generation `..data` names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_dir: Option<OutputSet>,
     /// The activity log, oldest first (bounded; see [`crate::state::HISTORY_LEN`]).
     pub history: Vec<Event>,
 }
@@ -141,6 +144,7 @@ fn secret_report(s: SecretStatus, now: SystemTime, opts: StatusOptions) -> Secre
         notify_failures: s.notify_failures,
         notifications_by_hook: s.notifications_by_hook,
         last_error: s.last_error,
+        output_dir: s.output_set,
         history,
     }
 }
@@ -186,6 +190,7 @@ struct SecretView<'a> {
     notify_failures: u64,
     last_rotation: Option<&'a str>,
     last_error: Option<&'a str>,
+    output_dir: Option<&'a OutputSet>,
     /// Newest first.
     history: Vec<EventView<'a>>,
 }
@@ -264,6 +269,7 @@ fn secret_view(s: &SecretReport) -> SecretView<'_> {
         notify_failures: s.notify_failures,
         last_rotation: s.last_rotation.as_deref(),
         last_error: s.last_error.as_deref(),
+        output_dir: s.output_dir.as_ref(),
         history: s
             .history
             .iter()
@@ -368,5 +374,44 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("style=\"width:10.0%\""), "{html}");
+    }
+
+    #[test]
+    fn an_output_set_shows_its_directory_files_and_generation() {
+        let state = state("db");
+        let now = SystemTime::now();
+        let report_json = |state: &State| {
+            serde_json::to_value(report(state, now, StatusOptions::default())).unwrap()
+        };
+        assert!(
+            report_json(&state)["secrets"][0]
+                .get("output_dir")
+                .is_none(),
+            "absent for a single file"
+        );
+        state.update("db", |s| {
+            s.output_set = Some(OutputSet {
+                dir: "/secrets/<db>".into(),
+                files: vec!["password".into(), "username".into()],
+                generation: Some("..2026_11_30_10_00_00.123456789".into()),
+            })
+        });
+        let doc = report_json(&state);
+        assert_eq!(
+            doc["secrets"][0]["output_dir"],
+            serde_json::json!({
+                "dir": "/secrets/<db>",
+                "files": ["password", "username"],
+                "generation": "..2026_11_30_10_00_00.123456789",
+            })
+        );
+        let html = page(&report(&state, now, StatusOptions::default())).unwrap();
+        assert!(
+            html.contains(
+                "<code>&#x2f;secrets&#x2f;&lt;db&gt;</code>: <code>password</code>, <code>username</code>; \
+                 <code>..data</code> &rarr; <code>..2026_11_30_10_00_00.123456789</code>"
+            ),
+            "{html}"
+        );
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use vault_rotator::config::{Backoff, SecretConfig};
+use vault_rotator::config::{Backoff, Output, SecretConfig};
 use vault_rotator::credential::{SecretKind, SecretValue};
 use vault_rotator::render::OutputFormat;
 use vault_rotator::secret::{Control, Worker};
@@ -258,8 +258,10 @@ fn start(vault: Arc<FakeVault>, rotate_every: Option<Duration>, grace: Duration)
         name: "db".into(),
         path: "database/creds/app".into(),
         kind: Some(SecretKind::Dynamic),
-        output: file.clone(),
-        format: OutputFormat::Json,
+        output: Output::File {
+            path: file.clone(),
+            format: OutputFormat::Json,
+        },
         file_mode: 0o400,
         owner: None,
         rotate_every,

@@ -79,6 +79,10 @@ pub struct Cli {
     /// File to write the credential to; its directory must exist
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Directory to write the credential to as a set of files (one per field; per template with
+    /// [secret.files] in --config) that switch together through a ..data symlink; not with --output
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
     /// Output format: json, env or template [default: json]
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
@@ -175,7 +179,7 @@ pub(super) fn apply_env(mut cli: Cli, env: EnvLookup) -> Cli {
         auth => "AUTH", auth_mount => "AUTH_MOUNT", role => "ROLE", jwt_file => "JWT_FILE",
         token_file => "TOKEN_FILE", role_id_file => "ROLE_ID_FILE",
         secret_id_file => "SECRET_ID_FILE", secret => "SECRET", name => "NAME", kind => "KIND",
-        output => "OUTPUT", format => "FORMAT", template => "TEMPLATE", file_mode => "FILE_MODE",
+        output => "OUTPUT", output_dir => "OUTPUT_DIR", format => "FORMAT", template => "TEMPLATE", file_mode => "FILE_MODE",
         owner => "OWNER", rotate_every => "ROTATE_EVERY", revoke_grace => "REVOKE_GRACE",
         refresh_every => "REFRESH_EVERY", notify_exec => "NOTIFY_EXEC", notify_signal => "NOTIFY_SIGNAL",
         notify_pid_file => "NOTIFY_PID_FILE", notify_url => "NOTIFY_URL", notify_timeout => "NOTIFY_TIMEOUT",

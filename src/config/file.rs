@@ -1,5 +1,6 @@
 //! The `--config` TOML file, as written: every field optional, checked later by `build`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -68,9 +69,13 @@ pub struct FileSecret {
     pub name: Option<String>,
     pub path: String,
     pub kind: Option<String>,
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
+    pub output_dir: Option<PathBuf>,
     pub format: Option<String>,
     pub template: Option<PathBuf>,
+    /// With `output_dir`: file name to template path, one file per template.
+    #[serde(default)]
+    pub files: BTreeMap<String, PathBuf>,
     pub file_mode: Option<String>,
     pub owner: Option<String>,
     pub rotate_every: Option<String>,

@@ -7,14 +7,14 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
 
 use crate::credential::{SecretKind, SecretValue};
 use crate::notify::Hook;
-use crate::render::OutputFormat;
+use crate::render::{FilesFormat, OutputFormat};
 
 mod build;
 mod cli;
@@ -147,8 +147,8 @@ pub struct SecretConfig {
     pub path: String,
     /// `None`: ask Vault (sys/internal/ui/mounts) at startup.
     pub kind: Option<SecretKind>,
-    pub output: PathBuf,
-    pub format: OutputFormat,
+    /// Where the credential is written, and in what shape.
+    pub output: Output,
     pub file_mode: u32,
     pub owner: Option<(u32, u32)>,
     pub rotate_every: Option<Duration>,
@@ -156,6 +156,24 @@ pub struct SecretConfig {
     pub refresh_every: Duration,
     /// Told after each new credential is written.
     pub hooks: Vec<Hook>,
+}
+
+/// Where a secret is written: one file, or a directory of files that switch together.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// `--output`: one file in one format.
+    File { path: PathBuf, format: OutputFormat },
+    /// `--output-dir`: one file per field, or per template, swapped in as one set.
+    Dir { path: PathBuf, files: FilesFormat },
+}
+
+impl Output {
+    /// The file, or the directory, the app reads.
+    pub fn path(&self) -> &Path {
+        match self {
+            Output::File { path, .. } | Output::Dir { path, .. } => path,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

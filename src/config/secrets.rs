@@ -1,15 +1,17 @@
 //! Each secret's settings, from `--secret` and its flags or a `[[secret]]` table, and its
 //! notification hooks.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 use std::time::Duration;
 
 use super::{
     duration_or, invalid, parse_duration, parse_kind, parse_mode, parse_owner, Cli, ConfigError,
-    FileSecret, SecretConfig, DEFAULT_FILE_MODE, DEFAULT_KV_REFRESH, DEFAULT_REVOKE_GRACE,
+    FileSecret, Output, SecretConfig, DEFAULT_FILE_MODE, DEFAULT_KV_REFRESH, DEFAULT_REVOKE_GRACE,
 };
 use crate::notify::Hook;
-use crate::render::{OutputFormat, Template};
+use crate::render::{FilesFormat, OutputFormat, Template};
+use crate::sink::dirset::file_name_problem;
 
 pub(super) fn build_secrets(
     cli: &Cli,
@@ -17,17 +19,21 @@ pub(super) fn build_secrets(
 ) -> Result<Vec<SecretConfig>, ConfigError> {
     let mut secrets = Vec::new();
     if let Some(path) = &cli.secret {
-        let output = cli
-            .output
-            .clone()
-            .ok_or_else(|| invalid("--output", "required with --secret"))?;
+        if cli.output.is_none() && cli.output_dir.is_none() {
+            return Err(invalid(
+                "--output",
+                "required with --secret (or --output-dir)",
+            ));
+        }
         let raw = FileSecret {
             name: cli.name.clone(),
             path: path.clone(),
             kind: cli.kind.clone(),
-            output,
+            output: cli.output.clone(),
+            output_dir: cli.output_dir.clone(),
             format: cli.format.clone(),
             template: cli.template.clone(),
+            files: Default::default(),
             file_mode: cli.file_mode.clone(),
             owner: cli.owner.clone(),
             rotate_every: cli.rotate_every.clone(),
@@ -46,6 +52,8 @@ pub(super) fn build_secrets(
         secrets.push(build_secret(raw, "--")?);
     } else if cli.output.is_some() {
         return Err(invalid("--secret", "required with --output"));
+    } else if cli.output_dir.is_some() {
+        return Err(invalid("--secret", "required with --output-dir"));
     }
     for (i, raw) in from_file.into_iter().enumerate() {
         secrets.push(build_secret(raw, &format!("secret[{i}].",))?);
@@ -65,13 +73,14 @@ pub(super) fn build_secrets(
                 format!("secret name {:?} is used twice", s.name),
             ));
         }
-        if !outputs.insert(s.output.clone()) {
+        if !outputs.insert(s.output.path()) {
             return Err(invalid(
                 "output",
-                format!("{} is the output of two secrets", s.output.display()),
+                format!("{} is the output of two secrets", s.output.path().display()),
             ));
         }
     }
+    check_dirs_are_their_own(&secrets)?;
     Ok(secrets)
 }
 
@@ -85,6 +94,7 @@ fn build_secret(raw: FileSecret, prefix: &str) -> Result<SecretConfig, ConfigErr
         }
     };
     let hooks = build_hooks(&raw, &field)?;
+    let output = build_output(&raw, &field)?;
     let path = raw
         .path
         .trim_matches('/')
@@ -119,49 +129,6 @@ fn build_secret(raw: FileSecret, prefix: &str) -> Result<SecretConfig, ConfigErr
         return Err(invalid(
             field("name"),
             format!("{name:?} must be letters, digits, '-', '_' or '.'"),
-        ));
-    }
-    let default_format = if raw.template.is_some() {
-        "template"
-    } else {
-        "json"
-    };
-    let format = match (
-        raw.format.as_deref().unwrap_or(default_format),
-        &raw.template,
-    ) {
-        ("json", None) => OutputFormat::Json,
-        ("env", None) => OutputFormat::Env,
-        ("template", Some(t)) => {
-            let source = std::fs::read_to_string(t)
-                .map_err(|e| invalid(field("template"), format!("{}: {e}", t.display())))?;
-            let template = Template::from_source(&t.display().to_string(), source)
-                .map_err(|e| invalid(field("template"), e.to_string()))?;
-            OutputFormat::Template(template)
-        }
-        ("template", None) => {
-            return Err(invalid(
-                field("template"),
-                "--format template needs --template",
-            ))
-        }
-        (f @ ("json" | "env"), Some(_)) => {
-            return Err(invalid(
-                field("template"),
-                format!("--template only goes with --format template, not {f}"),
-            ))
-        }
-        (other, _) => {
-            return Err(invalid(
-                field("format"),
-                format!("{other:?} is not json, env or template"),
-            ))
-        }
-    };
-    if raw.output.file_name().is_none() || raw.output.as_os_str().is_empty() {
-        return Err(invalid(
-            field("output"),
-            format!("{} is not a file path", raw.output.display()),
         ));
     }
     let file_mode = match raw.file_mode.as_deref() {
@@ -201,8 +168,7 @@ fn build_secret(raw: FileSecret, prefix: &str) -> Result<SecretConfig, ConfigErr
         name,
         path,
         kind,
-        output: raw.output,
-        format,
+        output,
         file_mode,
         owner,
         rotate_every,
@@ -214,6 +180,163 @@ fn build_secret(raw: FileSecret, prefix: &str) -> Result<SecretConfig, ConfigErr
         refresh_every,
         hooks,
     })
+}
+
+/// The output: `output` (one file, with `format` and `template`) or `output_dir` (a set of
+/// files, with `files`), never both.
+fn build_output(raw: &FileSecret, field: &dyn Fn(&str) -> String) -> Result<Output, ConfigError> {
+    match (&raw.output, &raw.output_dir) {
+        (Some(path), None) => {
+            if !raw.files.is_empty() {
+                return Err(invalid(
+                    field("files"),
+                    format!(
+                        "only goes with {}, not {}",
+                        field("output_dir"),
+                        field("output")
+                    ),
+                ));
+            }
+            if path.file_name().is_none() || path.as_os_str().is_empty() {
+                return Err(invalid(
+                    field("output"),
+                    format!("{} is not a file path", path.display()),
+                ));
+            }
+            Ok(Output::File {
+                path: path.clone(),
+                format: build_format(raw, field)?,
+            })
+        }
+        (None, Some(path)) => {
+            for (name, given) in [
+                ("format", raw.format.is_some()),
+                ("template", raw.template.is_some()),
+            ] {
+                if given {
+                    return Err(invalid(
+                        field(name),
+                        format!(
+                            "goes with {}, not {}: each field becomes a file, or each template in \
+                             [secret.files]",
+                            field("output"),
+                            field("output_dir")
+                        ),
+                    ));
+                }
+            }
+            if path.as_os_str().is_empty() {
+                return Err(invalid(field("output_dir"), "is empty"));
+            }
+            Ok(Output::Dir {
+                path: path.clone(),
+                files: build_files(raw, field)?,
+            })
+        }
+        (Some(_), Some(_)) => Err(invalid(
+            field("output_dir"),
+            format!(
+                "{} and {} cannot both be given: one file, or a directory of files",
+                field("output"),
+                field("output_dir")
+            ),
+        )),
+        (None, None) => Err(invalid(
+            field("output"),
+            format!(
+                "one of {} or {} is required",
+                field("output"),
+                field("output_dir")
+            ),
+        )),
+    }
+}
+
+/// The single file's format: `format`, and `template` for `format = "template"`.
+fn build_format(
+    raw: &FileSecret,
+    field: &dyn Fn(&str) -> String,
+) -> Result<OutputFormat, ConfigError> {
+    let default_format = if raw.template.is_some() {
+        "template"
+    } else {
+        "json"
+    };
+    match (
+        raw.format.as_deref().unwrap_or(default_format),
+        &raw.template,
+    ) {
+        ("json", None) => Ok(OutputFormat::Json),
+        ("env", None) => Ok(OutputFormat::Env),
+        ("template", Some(t)) => Ok(OutputFormat::Template(load_template(
+            &field("template"),
+            t,
+        )?)),
+        ("template", None) => Err(invalid(
+            field("template"),
+            "--format template needs --template",
+        )),
+        (f @ ("json" | "env"), Some(_)) => Err(invalid(
+            field("template"),
+            format!("--template only goes with --format template, not {f}"),
+        )),
+        (other, _) => Err(invalid(
+            field("format"),
+            format!("{other:?} is not json, env or template"),
+        )),
+    }
+}
+
+/// What each file of an `output_dir` set holds: the fields, or the templates in `files`, whose
+/// names are checked here so a bad one stops the agent at startup.
+fn build_files(
+    raw: &FileSecret,
+    field: &dyn Fn(&str) -> String,
+) -> Result<FilesFormat, ConfigError> {
+    if raw.files.is_empty() {
+        return Ok(FilesFormat::Fields);
+    }
+    let mut templates = BTreeMap::new();
+    for (name, path) in &raw.files {
+        let at = format!("{}[{name:?}]", field("files"));
+        if let Some(reason) = file_name_problem(name) {
+            return Err(invalid(at, format!("file name {name:?} {reason}")));
+        }
+        templates.insert(name.clone(), load_template(&at, path)?);
+    }
+    Ok(FilesFormat::Templates(templates))
+}
+
+fn load_template(field: &str, path: &Path) -> Result<Template, ConfigError> {
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| invalid(field, format!("{}: {e}", path.display())))?;
+    Template::from_source(&path.display().to_string(), source)
+        .map_err(|e| invalid(field, e.to_string()))
+}
+
+/// A set's directory belongs to its writer: a file output in it, or a set inside another's
+/// directory, would be touched by both.
+fn check_dirs_are_their_own(secrets: &[SecretConfig]) -> Result<(), ConfigError> {
+    for dir in secrets.iter().filter_map(|s| match &s.output {
+        Output::Dir { path, .. } => Some(path),
+        Output::File { .. } => None,
+    }) {
+        let inside = secrets
+            .iter()
+            .map(|s| s.output.path())
+            .find(|p| p.parent() == Some(dir.as_path()));
+        if let Some(other) = inside {
+            return Err(invalid(
+                "output_dir",
+                format!(
+                    "{} is inside the output directory {}: give the set a directory of its own",
+                    other.display(),
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn build_hooks(raw: &FileSecret, field: &dyn Fn(&str) -> String) -> Result<Vec<Hook>, ConfigError> {

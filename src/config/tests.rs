@@ -160,7 +160,13 @@ fn config_file_rejects_unknown_keys_and_names_the_secret() {
     .unwrap();
     assert_eq!(c.secrets.len(), 2);
     assert_eq!(c.secrets[1].name, "k");
-    assert!(matches!(c.secrets[1].format, OutputFormat::Env));
+    assert!(matches!(
+        c.secrets[1].output,
+        Output::File {
+            format: OutputFormat::Env,
+            ..
+        }
+    ));
     assert_eq!(c.auth.method, AuthMethod::Token);
 }
 
@@ -268,4 +274,167 @@ fn tempdir() -> PathBuf {
     ));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// BASE with `--output-dir DIR` in place of `--output`.
+fn dir_args(dir: &str) -> Vec<&str> {
+    let mut args: Vec<&str> = BASE[..BASE.len() - 2].to_vec();
+    args.extend_from_slice(&["--output-dir", dir]);
+    args
+}
+
+#[test]
+fn output_dir_writes_one_file_per_field_and_excludes_the_single_file_settings() {
+    let c = load(&dir_args("/secrets/db"), &[]).unwrap();
+    assert_eq!(
+        c.secrets[0].output,
+        Output::Dir {
+            path: PathBuf::from("/secrets/db"),
+            files: FilesFormat::Fields
+        }
+    );
+    assert_eq!(c.secrets[0].output.path(), Path::new("/secrets/db"));
+    let c = load(
+        &BASE[..BASE.len() - 2],
+        &[("VAULT_ROTATOR_OUTPUT_DIR", "/s/d")],
+    )
+    .unwrap();
+    assert_eq!(c.secrets[0].output.path(), Path::new("/s/d"));
+
+    let mut both = BASE.to_vec();
+    both.extend_from_slice(&["--output-dir", "/secrets/db"]);
+    let err = load(&both, &[]).unwrap_err().to_string();
+    assert!(
+        err.starts_with("--output-dir: --output and --output-dir cannot both be given"),
+        "{err}"
+    );
+    for (extra, field) in [
+        (["--format", "env"], "--format"),
+        (["--template", "/t.j2"], "--template"),
+    ] {
+        let mut args = dir_args("/secrets/db");
+        args.extend_from_slice(&extra);
+        let err = load(&args, &[]).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{field}: goes with --output, not --output-dir")),
+            "{err}"
+        );
+    }
+    let mut no_secret = BASE[..6].to_vec();
+    no_secret.extend_from_slice(&["--output-dir", "/d"]);
+    let err = load(&no_secret, &[]).unwrap_err().to_string();
+    assert!(
+        err.starts_with("--secret: required with --output-dir"),
+        "{err}"
+    );
+}
+
+fn write_config(name: &str, secret: &str) -> PathBuf {
+    let path = tempdir().join(name);
+    let text = format!(
+        "[vault]\naddr = \"http://v:1\"\n[auth]\nmethod=\"token\"\n[[secret]]\n\
+         name=\"db\"\npath=\"database/creds/app\"\n{secret}"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn load_config(path: &Path) -> Result<Config, ConfigError> {
+    load(
+        &["--config", path.to_str().unwrap()],
+        &[("VAULT_TOKEN", "t")],
+    )
+}
+
+#[test]
+fn output_dir_in_the_config_file_takes_templates_by_file_name() {
+    let dir = tempdir();
+    std::fs::write(dir.join("jdbc.j2"), "user={{ username }}\n").unwrap();
+    std::fs::write(dir.join("pw.j2"), "{{ password }}").unwrap();
+    let path = write_config(
+        "files.toml",
+        &format!(
+            "output_dir=\"/secrets/db\"\n[secret.files]\n\"jdbc.properties\"={:?}\n\
+             password={:?}\n",
+            dir.join("jdbc.j2").display().to_string(),
+            dir.join("pw.j2").display().to_string()
+        ),
+    );
+    let c = load_config(&path).unwrap();
+    let Output::Dir {
+        path,
+        files: FilesFormat::Templates(templates),
+    } = &c.secrets[0].output
+    else {
+        panic!("not a templated set: {:?}", c.secrets[0].output);
+    };
+    assert_eq!(path, Path::new("/secrets/db"));
+    let names: Vec<&str> = templates.keys().map(String::as_str).collect();
+    assert_eq!(names, ["jdbc.properties", "password"]);
+}
+
+#[test]
+fn output_dir_file_names_and_templates_are_checked_naming_the_entry() {
+    let dir = tempdir();
+    std::fs::write(dir.join("ok.j2"), "{{ username }}").unwrap();
+    std::fs::write(dir.join("typo.j2"), "{{ usernme }}").unwrap();
+    let ok = dir.join("ok.j2").display().to_string();
+    let typo = dir.join("typo.j2").display().to_string();
+    let cases = [
+        (
+            format!("output_dir=\"/d\"\nfiles={{ \"../x\"={ok:?} }}\n"),
+            "secret[0].files[\"../x\"]: file name \"../x\" contains '/'",
+        ),
+        (
+            format!("output_dir=\"/d\"\nfiles={{ \"..data\"={ok:?} }}\n"),
+            "secret[0].files[\"..data\"]: file name \"..data\" starts with '..'",
+        ),
+        (
+            format!("output_dir=\"/d\"\nfiles={{ \"\"={ok:?} }}\n"),
+            "secret[0].files[\"\"]: file name \"\" is empty",
+        ),
+        (
+            format!("output_dir=\"/d\"\nfiles={{ u={typo:?} }}\n"),
+            "secret[0].files[\"u\"]: template",
+        ),
+        (
+            "output_dir=\"/d\"\nfiles={ u=\"/no/such.j2\" }\n".to_string(),
+            "secret[0].files[\"u\"]: /no/such.j2",
+        ),
+        (
+            format!("output=\"/o/x\"\nfiles={{ u={ok:?} }}\n"),
+            "secret[0].files: only goes with secret[0].output_dir",
+        ),
+        (
+            "output=\"/o/x\"\noutput_dir=\"/d\"\n".to_string(),
+            "secret[0].output_dir: secret[0].output and secret[0].output_dir cannot both be given",
+        ),
+        (
+            "format=\"env\"\n".to_string(),
+            "secret[0].output: one of secret[0].output or secret[0].output_dir is required",
+        ),
+        (
+            "output_dir=\"/d\"\nformat=\"env\"\n".to_string(),
+            "secret[0].format: goes with secret[0].output, not secret[0].output_dir",
+        ),
+    ];
+    for (i, (secret, expected)) in cases.iter().enumerate() {
+        let path = write_config(&format!("bad{i}.toml"), secret);
+        let err = load_config(&path).unwrap_err().to_string();
+        assert!(err.starts_with(expected), "{secret}: {err}");
+    }
+}
+
+#[test]
+fn a_set_directory_is_its_own() {
+    let path = tempdir().join("own.toml");
+    let text = "[vault]\naddr = \"http://v:1\"\n[auth]\nmethod=\"token\"\n\
+        [[secret]]\nname=\"a\"\npath=\"database/creds/a\"\noutput_dir=\"/s/set\"\n\
+        [[secret]]\nname=\"b\"\npath=\"database/creds/b\"\noutput=\"/s/set/b.json\"\n";
+    std::fs::write(&path, text).unwrap();
+    let err = load_config(&path).unwrap_err().to_string();
+    assert!(
+        err.starts_with("output_dir: /s/set/b.json is inside the output directory /s/set"),
+        "{err}"
+    );
 }

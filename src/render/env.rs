@@ -124,7 +124,7 @@ fn env_key(field: &str) -> Result<String, RenderError> {
 }
 
 /// Strings as they are, null as empty, anything else as compact JSON.
-fn env_value(value: &FieldValue) -> std::borrow::Cow<'_, str> {
+pub(super) fn env_value(value: &FieldValue) -> std::borrow::Cow<'_, str> {
     match value {
         FieldValue::Secret(secret) => secret.expose().into(),
         FieldValue::Json(serde_json::Value::String(s)) => s.as_str().into(),

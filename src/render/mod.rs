@@ -1,4 +1,4 @@
-//! Output formats: what the app finds in the file.
+//! Output formats: what the app finds in the file, or in each file of an `--output-dir` set.
 //!
 //! Every format is a pure function of the [`Credential`], and equal credentials give equal
 //! bytes, so the sink can skip unchanged writes. Errors never carry a secret value: they name
@@ -10,10 +10,12 @@ use serde::ser::SerializeMap;
 use serde::Serialize;
 
 mod env;
+mod files;
 mod template;
 #[cfg(test)]
 mod tests;
 
+pub use files::{render_files, FilesFormat};
 pub use template::Template;
 
 use crate::credential::{Credential, FieldValue};
@@ -76,6 +78,12 @@ pub enum RenderError {
 
     #[error("env output: field {field:?} contains a NUL byte, which a shell variable cannot hold")]
     EnvNul { field: String },
+
+    #[error(
+        "output directory: the secret's field {field:?} would take the name of the agent's own \
+         {field} file; name the files with templates ([secret.files] in --config)"
+    )]
+    FileCollision { field: String },
 
     #[error("expires_at is outside the range RFC 3339 can show (1970 to 9999)")]
     ExpiryOutOfRange,

@@ -340,3 +340,90 @@ fn template_debug_shows_only_the_name() {
         "{shown}"
     );
 }
+
+fn files_text(format: &FilesFormat, cred: &Credential) -> BTreeMap<String, String> {
+    render_files(format, cred)
+        .unwrap()
+        .into_iter()
+        .map(|(name, bytes)| (name, String::from_utf8(bytes).unwrap()))
+        .collect()
+}
+
+#[test]
+fn files_hold_each_field_and_the_json_metadata_without_newlines() {
+    let files = files_text(&FilesFormat::Fields, &cred(NASTY));
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "expires_at",
+            "host",
+            "lease_id",
+            "password",
+            "port",
+            "username"
+        ]
+    );
+    assert_eq!(files["password"], NASTY, "exactly the value");
+    assert_eq!(files["username"], "v-app-abc");
+    assert_eq!(files["port"], "5432");
+    assert_eq!(files["expires_at"], "2026-11-26T01:02:03Z");
+    assert_eq!(files["lease_id"], "database/creds/app/xyz");
+}
+
+#[test]
+fn files_of_a_kv_secret_add_what_it_lacks_and_only_what_it_has() {
+    let mut c = cred("x");
+    c.fields.remove("username");
+    c.fields.remove("password");
+    c.fields.insert(
+        "opts".into(),
+        FieldValue::Json(serde_json::json!({"a": [1, null]})),
+    );
+    c.fields
+        .insert("empty".into(), FieldValue::Json(serde_json::Value::Null));
+    (c.expires_at, c.lease_id, c.version) = (None, None, Some(7));
+    let files = files_text(&FilesFormat::Fields, &c);
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["empty", "host", "opts", "password", "port", "username", "version"]
+    );
+    assert_eq!(files["opts"], r#"{"a":[1,null]}"#);
+    assert_eq!(files["empty"], "");
+    assert_eq!(files["password"], "x");
+    assert_eq!(files["version"], "7");
+}
+
+#[test]
+fn a_field_named_like_a_metadata_file_is_an_error_naming_it() {
+    let mut c = cred("hunter2-secret");
+    c.fields.insert(
+        "version".into(),
+        FieldValue::Secret(SecretValue::new("hunter2-secret")),
+    );
+    let err = render_files(&FilesFormat::Fields, &c).unwrap_err();
+    assert!(matches!(err, RenderError::FileCollision { .. }), "{err:?}");
+    let shown = err.to_string();
+    assert!(
+        shown.contains("\"version\"") && shown.contains("[secret.files]"),
+        "{shown}"
+    );
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+#[test]
+fn templated_files_are_rendered_by_name() {
+    let t = |src: &str| Template::from_source("t", src.to_string()).unwrap();
+    let format = FilesFormat::Templates(BTreeMap::from([
+        ("jdbc.properties".to_string(), t("user={{ username }}\n")),
+        (
+            "url".to_string(),
+            t("postgres://{{ username }}:{{ password | urlencode }}@h/db"),
+        ),
+    ]));
+    let files = files_text(&format, &cred("a b"));
+    assert_eq!(files.len(), 2);
+    assert_eq!(files["jdbc.properties"], "user=v-app-abc\n");
+    assert_eq!(files["url"], "postgres://v-app-abc:a%20b@h/db");
+}

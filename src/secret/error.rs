@@ -26,6 +26,11 @@ pub enum SecretError {
     Render(#[from] render::RenderError),
     #[error("write: {0}")]
     Write(#[from] crate::sink::SinkError),
+    #[error("write: {0}")]
+    WriteDir(#[from] crate::sink::DirSetError),
+    /// The worker was given a sink of another kind than its output setting: a bug.
+    #[error("write: the sink does not match the configured output")]
+    SinkMismatch,
 }
 
 impl SecretError {
@@ -36,7 +41,7 @@ impl SecretError {
             SecretError::TokenEnding(_) => "auth",
             SecretError::Vault(_) | SecretError::Denied(_) | SecretError::Shape { .. } => "fetch",
             SecretError::Render(_) => "render",
-            SecretError::Write(_) => "write",
+            SecretError::Write(_) | SecretError::WriteDir(_) | SecretError::SinkMismatch => "write",
         }
     }
 
@@ -74,8 +79,8 @@ pub(super) fn is_retryable(e: &SecretError) -> bool {
         SecretError::Denied(_) => true,
         SecretError::TokenEnding(_) => true,
         SecretError::Auth(a) => a.vault_error().is_none_or(VaultError::is_transient),
-        SecretError::Shape { .. } | SecretError::Render(_) => false,
-        SecretError::Write(_) => true,
+        SecretError::Shape { .. } | SecretError::Render(_) | SecretError::SinkMismatch => false,
+        SecretError::Write(_) | SecretError::WriteDir(_) => true,
     }
 }
 

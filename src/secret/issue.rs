@@ -12,8 +12,6 @@ use super::error::{answered_for_the_mount, SecretError};
 use super::{Held, PendingRevoke, Worker, STATIC_SETTLE};
 use crate::credential::{Credential, FieldValue, SecretKind, SecretValue};
 use crate::lease::{Lease, Why};
-use crate::render;
-use crate::sink::WriteOutcome;
 use crate::state::EventKind;
 use crate::time::to_system;
 use crate::vault::{Backend, Envelope, Token, VaultError};
@@ -235,7 +233,7 @@ impl<B: Backend> Worker<B> {
                 secret: name.clone(),
                 username: held.cred.username.clone(),
                 expires_at: expires.clone(),
-                file: self.cfg.output.display().to_string(),
+                file: self.cfg.output.path().display().to_string(),
             };
             let state = self.state.clone();
             let outcome: crate::notify::Outcome =
@@ -348,15 +346,6 @@ impl<B: Backend> Worker<B> {
         };
         held.cred.expires_at = held.deadline().map(to_system);
         Ok(held)
-    }
-
-    pub(super) fn write(&self, cred: &Credential) -> Result<WriteOutcome, SecretError> {
-        if self.handed_over() {
-            // A newer worker owns the file (SIGHUP replaced this one).
-            return Ok(WriteOutcome::Unchanged);
-        }
-        let bytes = render::render(&self.cfg.format, cred)?;
-        Ok(self.sink.write(&bytes)?)
     }
 }
 

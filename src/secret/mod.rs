@@ -17,12 +17,13 @@ use tokio::time::Instant;
 use crate::config::SecretConfig;
 use crate::credential::{Credential, SecretKind};
 use crate::lease::{Backoff, Lease, Why};
-use crate::sink::FileSink;
+use crate::sink::Sink;
 use crate::state::State;
 use crate::vault::{Backend, Token};
 
 mod error;
 mod issue;
+mod output;
 mod plan;
 mod renew;
 mod revoke;
@@ -171,7 +172,7 @@ pub struct Worker<B: Backend> {
     /// The path actually read, after KV v2's `data/` is put in.
     read_path: String,
     backend: Arc<B>,
-    sink: FileSink,
+    sink: Sink,
     state: Arc<State>,
     control: Control,
     revoke_on_exit: bool,
@@ -195,13 +196,15 @@ pub struct Worker<B: Backend> {
     /// A manual rotation (SIGUSR1, `POST /rotate`) was asked for and has not succeeded yet:
     /// after a failure it is retried with backoff like any planned action, not dropped.
     rotate_requested: bool,
+    /// When to delete the generations an `--output-dir` write swapped out.
+    sweep_at: Option<Instant>,
 }
 
 impl<B: Backend> Worker<B> {
     pub fn new(
         cfg: SecretConfig,
         backend: Arc<B>,
-        sink: FileSink,
+        sink: impl Into<Sink>,
         state: Arc<State>,
         control: Control,
         backoff: crate::config::Backoff,
@@ -212,7 +215,7 @@ impl<B: Backend> Worker<B> {
             read_path: cfg.path.clone(),
             cfg,
             backend,
-            sink,
+            sink: sink.into(),
             state,
             control,
             revoke_on_exit,
@@ -228,6 +231,7 @@ impl<B: Backend> Worker<B> {
             rotate_requested: false,
             handing_over: false,
             denied: false,
+            sweep_at: None,
         }
     }
 

@@ -4,6 +4,7 @@
 use tokio::time::Instant;
 
 use super::error::SecretError;
+use super::output::sleep_until_some;
 use super::{Action, HandOver, PendingRevoke, Retire, Worker};
 use crate::time::to_system;
 use crate::vault::Backend;
@@ -54,6 +55,10 @@ impl<B: Backend> Worker<B> {
                 changed = token_changes.changed() => {
                     if changed.is_err() { return Retire::No; }
                     self.refresh_expiry();
+                    continue;
+                }
+                _ = sleep_until_some(self.sweep_at) => {
+                    self.sweep();
                     continue;
                 }
             };

@@ -9,6 +9,9 @@
 //! mode 0600. It is filled, chowned, chmodded to the exact mode, fsynced, renamed over the
 //! target, and the directory is fsynced. Any failure removes the temp file and leaves the
 //! previous target untouched.
+//!
+//! [`dirset`] builds the `--output-dir` mode on top: several files, each written this way into
+//! a new generation directory, that switch together through a `..data` symlink.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -18,6 +21,10 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rand::distr::{Alphanumeric, SampleString};
+
+pub mod dirset;
+
+pub use dirset::{DirSetError, DirSink};
 
 /// Longest file name most Linux filesystems accept (NAME_MAX).
 const NAME_MAX: usize = 255;
@@ -29,6 +36,35 @@ const TEMP_MARKER: &str = ".tmp-";
 const TEMP_MODE: u32 = 0o600;
 /// O_EXCL collisions tolerated before giving up (each means a stray file with our random name).
 const CREATE_ATTEMPTS: usize = 4;
+
+/// Where a secret's worker writes: one file, or a directory of files that switch together.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    File(FileSink),
+    Dir(DirSink),
+}
+
+impl Sink {
+    /// Removes what a crash in the middle of a write left behind; returns how many entries.
+    pub fn cleanup_stale(&self) -> usize {
+        match self {
+            Sink::File(file) => file.cleanup_stale_temps(),
+            Sink::Dir(dir) => dir.cleanup_stale(),
+        }
+    }
+}
+
+impl From<FileSink> for Sink {
+    fn from(sink: FileSink) -> Sink {
+        Sink::File(sink)
+    }
+}
+
+impl From<DirSink> for Sink {
+    fn from(sink: DirSink) -> Sink {
+        Sink::Dir(sink)
+    }
+}
 
 /// Writes one file atomically, with an exact mode and optional owner.
 #[derive(Debug, Clone)]
@@ -114,7 +150,7 @@ pub enum SinkError {
 }
 
 /// A plain-words explanation for the errors an operator can act on.
-fn hint(step: WriteStep, error: &io::Error) -> &'static str {
+pub(crate) fn hint(step: WriteStep, error: &io::Error) -> &'static str {
     match error.kind() {
         io::ErrorKind::StorageFull => {
             " (the volume is full: raise the emptyDir sizeLimit or free space)"
@@ -199,7 +235,7 @@ impl FileSink {
 
     /// Compares without writing: a rewrite of identical content would wake every file watcher
     /// and bump the mtime for nothing.
-    fn is_current(&self, bytes: &[u8]) -> bool {
+    pub(crate) fn is_current(&self, bytes: &[u8]) -> bool {
         let Ok(link_meta) = fs::symlink_metadata(&self.path) else {
             return false;
         };
@@ -256,9 +292,7 @@ impl FileSink {
     /// reporting the write as failed would make the agent treat a live credential as unwritten.
     /// Some filesystems (FUSE, older NFS) reject fsync on directories outright.
     fn sync_dir(&self) {
-        if let Err(error) = File::open(&self.dir).and_then(|d| d.sync_all()) {
-            tracing::warn!(dir = %self.dir.display(), %error, "fsync of the output directory failed after a successful rename");
-        }
+        sync_dir(&self.dir);
     }
 
     fn temp_prefix(&self) -> OsString {
@@ -323,6 +357,14 @@ impl Drop for TempFile {
     }
 }
 
+/// Fsyncs a directory after a rename in it; a failure is only logged (see
+/// [`FileSink::sync_dir`]).
+pub(crate) fn sync_dir(dir: &Path) {
+    if let Err(error) = File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %dir.display(), %error, "fsync of the output directory failed after a successful rename");
+    }
+}
+
 /// O_CREAT|O_EXCL (never follows or reuses an existing file) with owner-only mode from the
 /// first instant; the umask can only narrow 0600 further.
 fn create_exclusive(path: &Path) -> io::Result<File> {
@@ -383,7 +425,7 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-fn check_dir(dir: &Path) -> Result<(), SinkError> {
+pub(crate) fn check_dir(dir: &Path) -> Result<(), SinkError> {
     match fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => Ok(()),
         Ok(_) => Err(SinkError::NotADirectory {

@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// tmpfs, like the shared in-memory volume in production, when the machine has one.
-fn test_dir() -> tempfile::TempDir {
+pub(super) fn test_dir() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
     let builder = tempfile::Builder::new().prefix("sink-test-").to_owned();
     if shm.is_dir() {
@@ -14,7 +14,7 @@ fn test_dir() -> tempfile::TempDir {
     builder.tempdir().unwrap()
 }
 
-fn names_in(dir: &Path) -> Vec<String> {
+pub(super) fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

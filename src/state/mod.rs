@@ -24,7 +24,8 @@ pub use liveness::{
     serve_liveness, LivenessReply, LivenessRx, LivenessTx, TaskGuard, LIVENESS_TIMEOUT,
 };
 pub use records::{
-    AuthCount, AuthCounters, Event, EventKind, HookCounts, NextAction, SecretInfo, SecretStatus,
+    AuthCount, AuthCounters, Event, EventKind, HookCounts, NextAction, OutputSet, SecretInfo,
+    SecretStatus,
 };
 
 /// Events kept per secret: enough to see the last few rotations and failures on `/status`
@@ -117,6 +118,7 @@ impl State {
     pub fn forget_credential(&self, name: &str) {
         self.update(name, |s| {
             s.written_at = None;
+            s.output_set = None;
             s.expires_at = None;
             s.username = None;
             s.lease_id = None;

@@ -64,6 +64,8 @@ pub struct SecretStatus {
     pub dies_with_login: bool,
     /// What the secret's loop will do next, and when.
     pub next_action: Option<NextAction>,
+    /// With `--output-dir`: the set as last written.
+    pub output_set: Option<OutputSet>,
     /// The most recent events, oldest first, at most [`HISTORY_LEN`].
     pub history: VecDeque<Event>,
 }
@@ -74,6 +76,16 @@ pub struct NextAction {
     pub what: String,
     #[serde(serialize_with = "time")]
     pub at: SystemTime,
+}
+
+/// An `--output-dir` set: where it is, what it holds, and which generation is current. File
+/// names only: their content never leaves the set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutputSet {
+    pub dir: String,
+    pub files: Vec<String>,
+    /// The generation directory `..data` names; readers see it change on every swap.
+    pub generation: Option<String>,
 }
 
 /// Outcomes of one kind of app-notification hook.
@@ -195,6 +207,7 @@ impl SecretStatus {
             last_error: None,
             dies_with_login: false,
             next_action: None,
+            output_set: None,
             history: VecDeque::with_capacity(HISTORY_LEN),
         }
     }
