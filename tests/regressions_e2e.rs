@@ -240,8 +240,10 @@ async fn sighup_during_the_splay_starts_the_secrets_it_adds() {
     // Not ready until both secrets, the added one too, have their files.
     let start = Instant::now();
     loop {
-        let both = outs.iter().all(|o| o.exists());
+        // Asked before the files are looked at: a file written after the probe's answer
+        // must not count against it.
         let ready = agent.status("/ready").await == Some(200);
+        let both = outs.iter().all(|o| o.exists());
         if ready {
             assert!(both, "/ready is 200 without db1's file:\n{}", agent.logs());
             break;
