@@ -192,3 +192,83 @@ async fn mariadb_counts_the_old_users_other_sessions_without_privileges() {
     let preferred = check(&format!("mysql://127.0.0.1:{}/", db.port()));
     count_becomes(&preferred, "old_app", "old-pw", 0).await;
 }
+
+/// Turns TLS on in a running cluster (`ssl` reloads without a restart) with the test-only
+/// server certificate (SAN `IP:127.0.0.1`, `DNS:vault.test`).
+async fn pg_enable_tls(pg: &PgCluster) {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let data = pg.data_dir();
+    for (from, to) in [
+        ("test-only-server.pem", "server.crt"),
+        ("test-only-server-key.pem", "server.key"),
+    ] {
+        let dest = data.join(to);
+        std::fs::copy(fixtures.join(from), &dest).expect("copy TLS fixture");
+        std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        // The server runs as `postgres` when the tests run as root, and wants its key owned.
+        let owner = std::fs::metadata(&data).expect("data dir");
+        std::os::unix::fs::chown(
+            &dest,
+            Some(std::os::unix::fs::MetadataExt::uid(&owner)),
+            Some(std::os::unix::fs::MetadataExt::gid(&owner)),
+        )
+        .expect("chown");
+    }
+    let admin = pg_connect(pg, pg.superuser(), pg.superuser_password()).await;
+    for sql in ["ALTER SYSTEM SET ssl = on", "SELECT pg_reload_conf()"] {
+        admin.batch_execute(sql).await.expect("turn TLS on");
+    }
+}
+
+#[tokio::test]
+async fn postgres_tls_modes_verify_what_they_say() {
+    let pg = PgCluster::start();
+    let admin = pg_connect(&pg, pg.superuser(), pg.superuser_password()).await;
+    admin
+        .batch_execute("CREATE ROLE old_app LOGIN PASSWORD 'old-pw';")
+        .await
+        .expect("create role");
+    pg_enable_tls(&pg).await;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let ca = fixtures.join("test-only-ca.pem");
+    let other_ca = fixtures.join("test-only-other-ca.pem");
+    let url = |host: &str, mode: &str, root: &std::path::Path| {
+        check(&format!(
+            "postgres://{host}:{}/postgres?sslmode={mode}&sslrootcert={}",
+            pg.port(),
+            root.display()
+        ))
+    };
+    // The right CA and the name in the certificate: every mode works (reload takes a moment).
+    count_becomes(
+        &url("127.0.0.1", "verify-full", &ca),
+        "old_app",
+        "old-pw",
+        0,
+    )
+    .await;
+    count_becomes(&url("127.0.0.1", "require", &ca), "old_app", "old-pw", 0).await;
+    // `localhost` is not in the certificate: verify-ca accepts it, verify-full does not.
+    count_becomes(&url("localhost", "verify-ca", &ca), "old_app", "old-pw", 0).await;
+    let pw = SecretValue::new("old-pw");
+    let err = sessions(&url("localhost", "verify-full", &ca), "old_app", &pw)
+        .await
+        .expect_err("wrong name");
+    assert!(matches!(err, DrainError::Tls { .. }), "{err}");
+    // A CA that did not sign the server's certificate: both verifying modes refuse.
+    for mode in ["verify-ca", "verify-full"] {
+        let err = sessions(&url("127.0.0.1", mode, &other_ca), "old_app", &pw)
+            .await
+            .expect_err("unknown issuer");
+        assert!(matches!(err, DrainError::Tls { .. }), "{mode}: {err}");
+    }
+    // `require` does not verify: the wrong CA does not matter.
+    count_becomes(
+        &url("127.0.0.1", "require", &other_ca),
+        "old_app",
+        "old-pw",
+        0,
+    )
+    .await;
+}
