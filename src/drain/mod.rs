@@ -5,9 +5,11 @@
 //! - `postgres` and `mysql` (cargo feature `drain-check`): one session count each, logged in
 //!   as the old user, so the check needs no privileges the user does not already have.
 //! - [`wait_drained`]: the polling policy, generic over a [`SessionCount`] so it is tested in
-//!   virtual time with a fake database.
+//!   virtual time with a fake database; [`watch`]: a task per old credential that tells the
+//!   secret's worker when to revoke early.
 
 pub mod url;
+pub mod watch;
 
 #[cfg(feature = "drain-check")]
 mod mysql;
