@@ -66,28 +66,6 @@ pub enum DrainError {
     NotBuilt,
 }
 
-/// How an old credential came to be revoked (a metric label and a `/status` field).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RevokedHow {
-    /// The old user's sessions were gone.
-    Drained,
-    /// The grace ran out first (sessions remained, or no drain check is configured).
-    Grace,
-    /// The check failed, so the grace decided.
-    CheckFailed,
-}
-
-impl RevokedHow {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RevokedHow::Drained => "drained",
-            RevokedHow::Grace => "grace",
-            RevokedHow::CheckFailed => "check_failed",
-        }
-    }
-}
-
 /// What [`wait_drained`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum DrainOutcome {
