@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::credential::SecretKind;
-use crate::state::{AuthCounters, Event, HookCounts, SecretStatus, State};
+use crate::state::{AuthCounters, Event, HookCounts, RevokeHow, SecretStatus, State};
 
 /// Seconds between automatic reloads of the status page.
 const PAGE_REFRESH_SECS: u32 = 5;
@@ -69,8 +69,25 @@ pub struct SecretReport {
     pub notify_failures: u64,
     pub notifications_by_hook: BTreeMap<String, HookCounts>,
     pub last_error: Option<String>,
+    /// The `--drain-check` URL (no secret in it), when configured.
+    pub drain_check: Option<String>,
+    /// Old credentials revoked after a rotation: `drained`, `grace`, `check_failed`.
+    pub revokes_by_how: BTreeMap<&'static str, u64>,
+    /// The last of them: how it was revoked and how long the app took to leave it.
+    pub last_revoke: Option<RevokeReport>,
     /// The activity log, oldest first (bounded; see [`crate::state::HISTORY_LEN`]).
     pub history: Vec<Event>,
+}
+
+/// How the last old credential was revoked.
+#[derive(Debug, Serialize)]
+pub struct RevokeReport {
+    pub how: RevokeHow,
+    /// From the new credential's write to the revoke, in seconds (one decimal).
+    pub drain_seconds: f64,
+    pub at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -141,6 +158,14 @@ fn secret_report(s: SecretStatus, now: SystemTime, opts: StatusOptions) -> Secre
         notify_failures: s.notify_failures,
         notifications_by_hook: s.notifications_by_hook,
         last_error: s.last_error,
+        drain_check: s.drain_check,
+        revokes_by_how: s.revokes_by_how,
+        last_revoke: s.last_revoke.map(|r| RevokeReport {
+            how: r.how,
+            drain_seconds: r.drain_seconds,
+            at: crate::time::rfc3339(r.at),
+            username: r.username.filter(|_| !opts.hide_usernames),
+        }),
         history,
     }
 }
@@ -186,6 +211,11 @@ struct SecretView<'a> {
     notify_failures: u64,
     last_rotation: Option<&'a str>,
     last_error: Option<&'a str>,
+    drain_check: Option<&'a str>,
+    /// "drained after 7.3 s at 2026-..." for the last old credential revoked.
+    last_revoke: Option<String>,
+    /// "2 drained, 1 at the grace, 0 after a failed check".
+    revokes: String,
     /// Newest first.
     history: Vec<EventView<'a>>,
 }
@@ -264,6 +294,25 @@ fn secret_view(s: &SecretReport) -> SecretView<'_> {
         notify_failures: s.notify_failures,
         last_rotation: s.last_rotation.as_deref(),
         last_error: s.last_error.as_deref(),
+        drain_check: s.drain_check.as_deref(),
+        last_revoke: s.last_revoke.as_ref().map(|r| {
+            let how = match r.how {
+                RevokeHow::Drained => "drained after",
+                RevokeHow::Grace => "at the grace, after",
+                RevokeHow::CheckFailed => "at the grace (drain check failed), after",
+            };
+            format!(
+                "{how} {:.1} s, {}",
+                r.drain_seconds,
+                r.at.as_deref().unwrap_or("?")
+            )
+        }),
+        revokes: format!(
+            "{} drained, {} at the grace, {} after a failed check",
+            s.revokes_by_how.get("drained").copied().unwrap_or(0),
+            s.revokes_by_how.get("grace").copied().unwrap_or(0),
+            s.revokes_by_how.get("check_failed").copied().unwrap_or(0)
+        ),
         history: s
             .history
             .iter()
