@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use crate::credential::SecretValue;
 pub use url::{Database, DrainCheck, TlsMode, UrlError};
+pub use watch::{next_report, Drainer, Report, Watch};
 
 /// The shortest wait before a drained credential is revoked. Right after the new file is
 /// written, a count of zero says little: an app that connects per request, or one that read

@@ -16,9 +16,10 @@ use tokio::time::Instant;
 
 use crate::config::SecretConfig;
 use crate::credential::{Credential, SecretKind};
+use crate::drain::Drainer;
 use crate::lease::{Backoff, Lease, Why};
 use crate::sink::FileSink;
-use crate::state::State;
+use crate::state::{RevokeHow, State};
 use crate::vault::{Backend, Token};
 
 mod error;
@@ -128,6 +129,12 @@ struct PendingRevoke {
     attempts: u32,
     /// When it dies anyway; a failing revoke is not retried past this.
     dies_at: Option<Instant>,
+    /// When its successor was written: the drain time counts from here.
+    since: Instant,
+    /// How the revoke comes about: the grace, unless the drain watch says otherwise.
+    how: RevokeHow,
+    /// The drain watch that may bring the revoke forward; stopped when the entry goes.
+    _watch: Option<crate::drain::Watch>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +192,8 @@ pub struct Worker<B: Backend> {
     /// A manual rotation (SIGUSR1, `POST /rotate`) was asked for and has not succeeded yet:
     /// after a failure it is retried with backoff like any planned action, not dropped.
     rotate_requested: bool,
+    /// `--drain-check`: watches old credentials' sessions, to revoke them once the app left.
+    drainer: Option<Drainer>,
 }
 
 impl<B: Backend> Worker<B> {
@@ -197,6 +206,13 @@ impl<B: Backend> Worker<B> {
         backoff: crate::config::Backoff,
         revoke_on_exit: bool,
     ) -> Worker<B> {
+        let drainer = cfg
+            .drain_check
+            .clone()
+            .map(|check| Drainer::new(&cfg.name, check));
+        state.update(&cfg.name, |s| {
+            s.drain_check = cfg.drain_check.as_ref().map(ToString::to_string);
+        });
         Worker {
             kind: cfg.kind,
             read_path: cfg.path.clone(),
@@ -218,6 +234,7 @@ impl<B: Backend> Worker<B> {
             rotate_requested: false,
             handing_over: false,
             denied: false,
+            drainer,
         }
     }
 

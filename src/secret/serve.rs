@@ -56,6 +56,10 @@ impl<B: Backend> Worker<B> {
                     self.refresh_expiry();
                     continue;
                 }
+                report = crate::drain::next_report(&mut self.drainer) => {
+                    self.on_drain_report(report);
+                    continue;
+                }
             };
             let result = self.perform(action).await;
             match result {
@@ -121,6 +125,10 @@ impl<B: Backend> Worker<B> {
                 _ = shutdown.changed() => continue,
                 _ = written.changed() => continue,
                 changed = retire.changed() => if changed.is_err() { return HandOver::Stopped } else { continue },
+                report = crate::drain::next_report(&mut self.drainer) => {
+                    self.on_drain_report(report);
+                    continue;
+                }
                 _ = sleep => {}
             }
             if revoke_at.is_some_and(|r| r <= Instant::now()) {
