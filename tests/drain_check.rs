@@ -272,3 +272,66 @@ async fn postgres_tls_modes_verify_what_they_say() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn mariadb_tls_modes_verify_what_they_say() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let db = MariaDb::start_with_tls(
+        &fixtures.join("test-only-server.pem"),
+        &fixtures.join("test-only-server-key.pem"),
+    );
+    db.exec_root("CREATE USER 'old_app'@'%' IDENTIFIED BY 'old-pw';");
+    let ca = fixtures.join("test-only-ca.pem");
+    let other_ca = fixtures.join("test-only-other-ca.pem");
+    let url = |host: &str, mode: &str, root: &std::path::Path| {
+        check(&format!(
+            "mysql://{host}:{}/?ssl-mode={mode}&ssl-ca={}",
+            db.port(),
+            root.display()
+        ))
+    };
+    // The right CA and the name in the certificate; `REQUIRED` verifies nothing; the default
+    // (`PREFERRED`) takes TLS when offered. The failures below show the handshake is real.
+    count_becomes(
+        &url("127.0.0.1", "VERIFY_IDENTITY", &ca),
+        "old_app",
+        "old-pw",
+        0,
+    )
+    .await;
+    count_becomes(
+        &url("127.0.0.1", "REQUIRED", &other_ca),
+        "old_app",
+        "old-pw",
+        0,
+    )
+    .await;
+    count_becomes(
+        &check(&format!("mysql://127.0.0.1:{}/", db.port())),
+        "old_app",
+        "old-pw",
+        0,
+    )
+    .await;
+    count_becomes(&url("localhost", "VERIFY_CA", &ca), "old_app", "old-pw", 0).await;
+    let pw = SecretValue::new("old-pw");
+    let err = sessions(&url("localhost", "VERIFY_IDENTITY", &ca), "old_app", &pw)
+        .await
+        .expect_err("wrong name");
+    assert!(matches!(err, DrainError::Tls { .. }), "{err}");
+    for mode in ["VERIFY_CA", "VERIFY_IDENTITY"] {
+        let err = sessions(&url("127.0.0.1", mode, &other_ca), "old_app", &pw)
+            .await
+            .expect_err("unknown issuer");
+        assert!(matches!(err, DrainError::Tls { .. }), "{mode}: {err}");
+    }
+    // A wrong password over TLS is still a refused login, not a TLS failure.
+    let err = sessions(
+        &url("127.0.0.1", "REQUIRED", &ca),
+        "old_app",
+        &SecretValue::new("nope"),
+    )
+    .await
+    .expect_err("wrong password");
+    assert!(matches!(err, DrainError::Auth(_)), "{err}");
+}
