@@ -418,4 +418,49 @@ mod tests {
         );
         assert!(html.contains("style=\"width:10.0%\""), "{html}");
     }
+
+    #[test]
+    fn the_last_revoke_is_shown_and_its_user_hidden_on_request() {
+        let state = state("db");
+        state.update("db", |s| {
+            s.drain_check = Some("postgres://db:5432/app".into())
+        });
+        state.record_credential(
+            "db",
+            EventKind::Issued,
+            Some("v-old".into()),
+            Some("l/1".into()),
+            "first",
+        );
+        state.record_retired(
+            "db",
+            "l/1",
+            crate::state::RevokeHow::Drained,
+            Duration::from_millis(7_260),
+        );
+        let now = SystemTime::now();
+        let r = report(&state, now, StatusOptions::default());
+        let json = serde_json::to_value(&r).unwrap();
+        let s = &json["secrets"][0];
+        assert_eq!(s["last_revoke"]["how"], "drained");
+        assert_eq!(s["last_revoke"]["drain_seconds"], 7.3);
+        assert_eq!(s["last_revoke"]["username"], "v-old");
+        assert_eq!(s["revokes_by_how"]["drained"], 1);
+        assert_eq!(s["drain_check"], "postgres://db:5432/app");
+        let html = page(&r).unwrap();
+        assert!(html.contains("revoked drained after 7.3 s"), "{html}");
+        assert!(
+            html.contains("1 drained, 0 at the grace, 0 after a failed check"),
+            "{html}"
+        );
+        let hidden = report(
+            &state,
+            now,
+            StatusOptions {
+                hide_usernames: true,
+            },
+        );
+        let json = serde_json::to_string(&hidden).unwrap();
+        assert!(!json.contains("v-old"), "{json}");
+    }
 }
