@@ -249,6 +249,7 @@ async fn drained_after_the_app_moves(db: Db<'_>, stack: &Stack, secret: &str) {
     assert!((5.0..60.0).contains(&drain), "drain took {drain} s");
     assert_eq!(secret["revokes_by_how"]["drained"], 1, "{secret}");
     assert_eq!(secret["revokes_by_how"]["grace"], 0, "{secret}");
+    eprintln!("old user revoked {took:?} after the app moved; drain_seconds {drain}");
     let name = secret["name"].as_str().unwrap();
     assert_eq!(
         metric(
