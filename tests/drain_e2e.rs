@@ -380,3 +380,80 @@ async fn an_unreachable_check_falls_back_to_the_grace_and_warns_once() {
         "one warning per credential:\n{logs}"
     );
 }
+
+/// The example app (`examples/app.rs`) as the app: it reconnects make-before-break when the
+/// file changes. The old user is revoked seconds after the rotation, not at the 60 s grace, and
+/// not one of the app's queries fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_example_app_is_never_cut_and_its_old_user_goes_soon() {
+    let app_bin = testkit::bins::workspace_example("vault-rotator", "app");
+    let (stack, secret) = stack(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::Pg(&stack);
+    let agent = agent(&stack, secret, &db.drain_url(), "60s", dir.path()).await;
+    let out = dir.path().join("db.json");
+    let first = read_cred(&out).unwrap();
+    let old_user = s(&first, "username");
+    let report = dir.path().join("report.json");
+    let app_log = dir.path().join("app.log");
+    let mut app = Command::new(&app_bin)
+        .arg("--credentials")
+        .arg(&out)
+        .args([
+            "--pg-host",
+            "127.0.0.1",
+            "--pg-port",
+            &stack.pg.port().to_string(),
+        ])
+        .args(["--interval", "50ms", "--wait", "30s"])
+        .arg("--report")
+        .arg(&report)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&app_log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run the example app");
+    let app_logs = || std::fs::read_to_string(&app_log).unwrap_or_default();
+    eventually(SEC(20), "the app connected as the first user", || async {
+        app_logs()
+            .contains(&format!("connected as {old_user}"))
+            .then_some(())
+    })
+    .await;
+
+    let second = rotate(&agent, &out, &first).await;
+    let rotated = Instant::now();
+    eventually(
+        SEC(20),
+        "the old user revoked once the app moved",
+        || async { (!db.user_exists(&old_user).await).then_some(()) },
+    )
+    .await;
+    let took = rotated.elapsed();
+    assert!(
+        took < SEC(15),
+        "revoked {took:?} after the rotation: the drain check, not the 60 s grace"
+    );
+    assert!(
+        app_logs().contains(&format!("connected as {}", s(&second, "username"))),
+        "{}",
+        app_logs()
+    );
+    let st = status(&agent).await;
+    assert_eq!(st["secrets"][0]["last_revoke"]["how"], "drained", "{st}");
+    eprintln!("example app: old user revoked {took:?} after the rotation");
+
+    // Let it query a little on the new user, then stop it: no query failed.
+    tokio::time::sleep(SEC(1)).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &app.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let code = app.wait().expect("app exits");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap())
+        .unwrap_or_else(|e| panic!("app report: {e}\n{}", app_logs()));
+    assert_eq!(report["queries_failed"], 0, "{report}\n{}", app_logs());
+    assert!(report["queries_ok"].as_u64() > Some(20), "{report}");
+    assert_eq!(code.code(), Some(0), "{report}");
+}
