@@ -25,6 +25,8 @@
 //! - [`credential`]: the credential and the [`credential::SecretValue`] that never prints.
 //! - [`render`], [`sink`], [`state`], [`http`]: output, files, shared status, probe and admin
 //!   servers; [`metrics`] and [`status`]: what `/metrics`, `/status` and the status page show.
+//! - [`drain`]: drain-aware revocation (`--drain-check`): revoke an old database credential
+//!   once the app holds no session as its user.
 //! - [`notify`]: telling the app about a new credential (exec, signal, HTTP).
 //! - [`sink::dirset`]: the `--output-dir` mode: a set of files that switch together through a
 //!   `..data` symlink, as kubelet does it.
@@ -35,6 +37,7 @@
 pub mod agent;
 pub mod config;
 pub mod credential;
+pub mod drain;
 pub mod http;
 pub mod lease;
 pub mod logging;

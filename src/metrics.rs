@@ -25,7 +25,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::state::{AuthCounters, SecretStatus, State, STAGES};
+use crate::state::{AuthCounters, SecretStatus, State, REVOKE_HOWS, STAGES};
 use crate::vault::client::RequestKind;
 
 /// What `/metrics` answers with as `Content-Type`.
@@ -222,6 +222,33 @@ impl Snapshot {
                 })
             })
             .collect();
+        let revokes = self
+            .secrets
+            .iter()
+            .flat_map(|s| {
+                REVOKE_HOWS.iter().map(move |how| {
+                    let mut labels = secret_label(s);
+                    labels.push(("how", how.to_string()));
+                    (labels, s.revokes_by_how.get(how).copied().unwrap_or(0))
+                })
+            })
+            .collect();
+        counter(
+            encoder,
+            "secret_revokes",
+            "Old credentials revoked after a rotation, by how: drained (the drain check found \
+             no session of the old user left), grace (the grace ran out first) or check_failed \
+             (the drain check failed, so the grace decided).",
+            revokes,
+        )?;
+        gauge(
+            encoder,
+            "secret_last_drain",
+            "For the last old credential revoked after a rotation: seconds from the new \
+             credential's write to the revoke (absent until one is revoked).",
+            Some(&Unit::Seconds),
+            self.per_secret(|s| s.last_revoke.as_ref().map(|r| r.drain_seconds)),
+        )?;
         counter(
             encoder,
             "secret_failures",
@@ -330,7 +357,7 @@ fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
 mod tests {
     use super::*;
     use crate::credential::SecretKind;
-    use crate::state::{AuthCount, EventKind, SecretInfo};
+    use crate::state::{AuthCount, EventKind, RevokeHow, SecretInfo};
 
     fn state() -> std::sync::Arc<State> {
         State::new(vec![
@@ -480,15 +507,28 @@ mod tests {
         state.update("db", |s| s.expires_at = Some(SystemTime::now()));
         state.record("db", EventKind::Written, "");
         state.notify_result("db", "signal", true);
+        state.record_retired("db", "l/0", RevokeHow::Drained, Duration::from_secs(3));
         let vault = VaultRequests::default();
         vault.observe(RequestKind::SecretRead, Some(200), Duration::from_millis(1));
         let text = encode(&state, &vault, SystemTime::now()).unwrap();
+        assert!(
+            text.contains("vault_rotator_secret_revokes_total{secret=\"db\",how=\"drained\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vault_rotator_secret_revokes_total{secret=\"db\",how=\"grace\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vault_rotator_secret_last_drain_seconds{secret=\"db\"} 3.0\n"),
+            "{text}"
+        );
         let families: Vec<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .map(|l| l.split(' ').next().unwrap())
             .collect();
-        assert_eq!(families.len(), 13, "{text}");
+        assert_eq!(families.len(), 15, "{text}");
         for family in families {
             let help = format!("# HELP {family} ");
             let help = text.lines().find(|l| l.starts_with(&help));

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::credential::SecretKind;
-use crate::state::{AuthCounters, Event, HookCounts, OutputSet, SecretStatus, State};
+use crate::state::{AuthCounters, Event, HookCounts, OutputSet, RevokeHow, SecretStatus, State};
 
 /// Seconds between automatic reloads of the status page.
 const PAGE_REFRESH_SECS: u32 = 5;
@@ -72,8 +72,25 @@ pub struct SecretReport {
     /// With `--output-dir`: the directory, its files and the generation `..data` names.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_dir: Option<OutputSet>,
+    /// The `--drain-check` URL (no secret in it), when configured.
+    pub drain_check: Option<String>,
+    /// Old credentials revoked after a rotation: `drained`, `grace`, `check_failed`.
+    pub revokes_by_how: BTreeMap<&'static str, u64>,
+    /// The last of them: how it was revoked and how long the app took to leave it.
+    pub last_revoke: Option<RevokeReport>,
     /// The activity log, oldest first (bounded; see [`crate::state::HISTORY_LEN`]).
     pub history: Vec<Event>,
+}
+
+/// How the last old credential was revoked.
+#[derive(Debug, Serialize)]
+pub struct RevokeReport {
+    pub how: RevokeHow,
+    /// From the new credential's write to the revoke, in seconds (one decimal).
+    pub drain_seconds: f64,
+    pub at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -145,6 +162,14 @@ fn secret_report(s: SecretStatus, now: SystemTime, opts: StatusOptions) -> Secre
         notifications_by_hook: s.notifications_by_hook,
         last_error: s.last_error,
         output_dir: s.output_set,
+        drain_check: s.drain_check,
+        revokes_by_how: s.revokes_by_how,
+        last_revoke: s.last_revoke.map(|r| RevokeReport {
+            how: r.how,
+            drain_seconds: r.drain_seconds,
+            at: crate::time::rfc3339(r.at),
+            username: r.username.filter(|_| !opts.hide_usernames),
+        }),
         history,
     }
 }
@@ -191,6 +216,11 @@ struct SecretView<'a> {
     last_rotation: Option<&'a str>,
     last_error: Option<&'a str>,
     output_dir: Option<&'a OutputSet>,
+    drain_check: Option<&'a str>,
+    /// "drained after 7.3 s at 2026-..." for the last old credential revoked.
+    last_revoke: Option<String>,
+    /// "2 drained, 1 at the grace, 0 after a failed check".
+    revokes: String,
     /// Newest first.
     history: Vec<EventView<'a>>,
 }
@@ -270,6 +300,25 @@ fn secret_view(s: &SecretReport) -> SecretView<'_> {
         last_rotation: s.last_rotation.as_deref(),
         last_error: s.last_error.as_deref(),
         output_dir: s.output_dir.as_ref(),
+        drain_check: s.drain_check.as_deref(),
+        last_revoke: s.last_revoke.as_ref().map(|r| {
+            let how = match r.how {
+                RevokeHow::Drained => "drained after",
+                RevokeHow::Grace => "at the grace, after",
+                RevokeHow::CheckFailed => "at the grace (drain check failed), after",
+            };
+            format!(
+                "{how} {:.1} s, {}",
+                r.drain_seconds,
+                r.at.as_deref().unwrap_or("?")
+            )
+        }),
+        revokes: format!(
+            "{} drained, {} at the grace, {} after a failed check",
+            s.revokes_by_how.get("drained").copied().unwrap_or(0),
+            s.revokes_by_how.get("grace").copied().unwrap_or(0),
+            s.revokes_by_how.get("check_failed").copied().unwrap_or(0)
+        ),
         history: s
             .history
             .iter()
@@ -413,5 +462,50 @@ mod tests {
             ),
             "{html}"
         );
+    }
+
+    #[test]
+    fn the_last_revoke_is_shown_and_its_user_hidden_on_request() {
+        let state = state("db");
+        state.update("db", |s| {
+            s.drain_check = Some("postgres://db:5432/app".into())
+        });
+        state.record_credential(
+            "db",
+            EventKind::Issued,
+            Some("v-old".into()),
+            Some("l/1".into()),
+            "first",
+        );
+        state.record_retired(
+            "db",
+            "l/1",
+            crate::state::RevokeHow::Drained,
+            Duration::from_millis(7_260),
+        );
+        let now = SystemTime::now();
+        let r = report(&state, now, StatusOptions::default());
+        let json = serde_json::to_value(&r).unwrap();
+        let s = &json["secrets"][0];
+        assert_eq!(s["last_revoke"]["how"], "drained");
+        assert_eq!(s["last_revoke"]["drain_seconds"], 7.3);
+        assert_eq!(s["last_revoke"]["username"], "v-old");
+        assert_eq!(s["revokes_by_how"]["drained"], 1);
+        assert_eq!(s["drain_check"], "postgres://db:5432/app");
+        let html = page(&r).unwrap();
+        assert!(html.contains("revoked drained after 7.3 s"), "{html}");
+        assert!(
+            html.contains("1 drained, 0 at the grace, 0 after a failed check"),
+            "{html}"
+        );
+        let hidden = report(
+            &state,
+            now,
+            StatusOptions {
+                hide_usernames: true,
+            },
+        );
+        let json = serde_json::to_string(&hidden).unwrap();
+        assert!(!json.contains("v-old"), "{json}");
     }
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 /// uses it, so it sits beside `vault`.
 const LAYERS: &[&[&str]] = &[
     &["credential", "lease", "time"],
-    &["state", "render", "sink", "notify"],
+    &["state", "render", "sink", "notify", "drain"],
     &["config"],
     &["vault", "logging"],
     &["metrics", "status"],

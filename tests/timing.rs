@@ -266,6 +266,7 @@ fn start(vault: Arc<FakeVault>, rotate_every: Option<Duration>, grace: Duration)
         owner: None,
         rotate_every,
         revoke_grace: grace,
+        drain_check: None,
         refresh_every: S(300),
         hooks: vec![],
     };

@@ -101,6 +101,9 @@ pub struct Cli {
     /// How long an old dynamic credential stays valid after the new one is written, before it is revoked [default: 5m]
     #[arg(long, value_name = "DURATION")]
     pub revoke_grace: Option<String>,
+    /// Before revoking an old database credential, log in as it here and wait until the app holds no other session as that user (at most --revoke-grace), e.g. postgres://db:5432/app?sslmode=verify-full or mysql://db:3306/app; no user or password in the URL
+    #[arg(long, value_name = "URL")]
+    pub drain_check: Option<String>,
     /// How often KV secrets (no lease) are re-read [default: 5m]
     #[arg(long, value_name = "DURATION")]
     pub refresh_every: Option<String>,
@@ -181,6 +184,7 @@ pub(super) fn apply_env(mut cli: Cli, env: EnvLookup) -> Cli {
         secret_id_file => "SECRET_ID_FILE", secret => "SECRET", name => "NAME", kind => "KIND",
         output => "OUTPUT", output_dir => "OUTPUT_DIR", format => "FORMAT", template => "TEMPLATE", file_mode => "FILE_MODE",
         owner => "OWNER", rotate_every => "ROTATE_EVERY", revoke_grace => "REVOKE_GRACE",
+        drain_check => "DRAIN_CHECK",
         refresh_every => "REFRESH_EVERY", notify_exec => "NOTIFY_EXEC", notify_signal => "NOTIFY_SIGNAL",
         notify_pid_file => "NOTIFY_PID_FILE", notify_url => "NOTIFY_URL", notify_timeout => "NOTIFY_TIMEOUT",
         listen => "LISTEN", once_timeout => "ONCE_TIMEOUT",

@@ -80,6 +80,7 @@ pub struct FileSecret {
     pub owner: Option<String>,
     pub rotate_every: Option<String>,
     pub revoke_grace: Option<String>,
+    pub drain_check: Option<String>,
     pub refresh_every: Option<String>,
     #[serde(default)]
     pub notify_exec: Vec<String>,

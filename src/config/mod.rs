@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::credential::{SecretKind, SecretValue};
+use crate::drain::DrainCheck;
 use crate::notify::Hook;
 use crate::render::{FilesFormat, OutputFormat};
 
@@ -153,6 +154,9 @@ pub struct SecretConfig {
     pub owner: Option<(u32, u32)>,
     pub rotate_every: Option<Duration>,
     pub revoke_grace: Duration,
+    /// `--drain-check`: revoke an old credential as soon as the app has left it, within the
+    /// grace.
+    pub drain_check: Option<DrainCheck>,
     pub refresh_every: Duration,
     /// Told after each new credential is written.
     pub hooks: Vec<Hook>,

@@ -9,6 +9,7 @@ use super::{
     duration_or, invalid, parse_duration, parse_kind, parse_mode, parse_owner, Cli, ConfigError,
     FileSecret, Output, SecretConfig, DEFAULT_FILE_MODE, DEFAULT_KV_REFRESH, DEFAULT_REVOKE_GRACE,
 };
+use crate::drain::DrainCheck;
 use crate::notify::Hook;
 use crate::render::{FilesFormat, OutputFormat, Template};
 use crate::sink::dirset::file_name_problem;
@@ -38,6 +39,7 @@ pub(super) fn build_secrets(
             owner: cli.owner.clone(),
             rotate_every: cli.rotate_every.clone(),
             revoke_grace: cli.revoke_grace.clone(),
+            drain_check: cli.drain_check.clone(),
             refresh_every: cli.refresh_every.clone(),
             notify_exec: cli
                 .notify_exec
@@ -164,6 +166,11 @@ fn build_secret(raw: FileSecret, prefix: &str) -> Result<SecretConfig, ConfigErr
     if refresh_every < Duration::from_secs(1) {
         return Err(invalid(field("refresh_every"), "must be at least 1s"));
     }
+    let drain_check = raw
+        .drain_check
+        .as_deref()
+        .map(|url| parse_drain_check(&field("drain_check"), url))
+        .transpose()?;
     Ok(SecretConfig {
         name,
         path,
@@ -177,6 +184,7 @@ fn build_secret(raw: FileSecret, prefix: &str) -> Result<SecretConfig, ConfigErr
             raw.revoke_grace.as_deref(),
             DEFAULT_REVOKE_GRACE,
         )?,
+        drain_check,
         refresh_every,
         hooks,
     })
@@ -337,6 +345,27 @@ fn check_dirs_are_their_own(secrets: &[SecretConfig]) -> Result<(), ConfigError>
         }
     }
     Ok(())
+}
+
+/// A `--drain-check` URL, checked as far as can be without the database: its syntax, no
+/// password in it, a readable root file, and a build that has the database clients.
+fn parse_drain_check(field: &str, url: &str) -> Result<DrainCheck, ConfigError> {
+    let check: DrainCheck = url.parse().map_err(|e| invalid(field, format!("{e}")))?;
+    if !cfg!(feature = "drain-check") {
+        return Err(invalid(
+            field,
+            "this build has no database clients: rebuild with the cargo feature `drain-check`",
+        ));
+    }
+    if let Some(root) = &check.root_cert {
+        std::fs::metadata(root).map_err(|e| {
+            invalid(
+                field,
+                format!("cannot read the root certificate {}: {e}", root.display()),
+            )
+        })?;
+    }
+    Ok(check)
 }
 
 fn build_hooks(raw: &FileSecret, field: &dyn Fn(&str) -> String) -> Result<Vec<Hook>, ConfigError> {

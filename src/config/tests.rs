@@ -438,3 +438,63 @@ fn a_set_directory_is_its_own() {
         "{err}"
     );
 }
+
+#[test]
+fn drain_check_from_flag_variable_and_file() {
+    let flag = |url: &str| {
+        let mut args = BASE.to_vec();
+        args.extend_from_slice(&["--drain-check", url]);
+        load(&args, &[]).map(|c| c.secrets[0].drain_check.clone())
+    };
+    assert_eq!(load(BASE, &[]).unwrap().secrets[0].drain_check, None);
+    if cfg!(feature = "drain-check") {
+        let c = flag("postgres://db:5432/app?sslmode=verify-full")
+            .unwrap()
+            .expect("set");
+        assert_eq!((c.host.as_str(), c.port), ("db", 5432));
+        let env = load(BASE, &[("VAULT_ROTATOR_DRAIN_CHECK", "mysql://db/app")]).unwrap();
+        let c = env.secrets[0]
+            .drain_check
+            .as_ref()
+            .expect("from the variable");
+        assert_eq!(c.database, crate::drain::Database::Mysql);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[vault]\naddr = \"http://v:1\"\n[auth]\nmethod=\"token\"\n[[secret]]\nname=\"db\"\npath=\"database/creds/app\"\noutput=\"/o/x\"\ndrain_check=\"postgres://db/app\"\n").unwrap();
+        let c = load(
+            &["--config", path.to_str().unwrap()],
+            &[("VAULT_TOKEN", "t")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.secrets[0].drain_check.as_ref().map(|c| c.port),
+            Some(5432)
+        );
+        std::fs::write(&path, "[vault]\naddr = \"http://v:1\"\n[auth]\nmethod=\"token\"\n[[secret]]\nname=\"db\"\npath=\"database/creds/app\"\noutput=\"/o/x\"\ndrain_check=\"postgres://app:hunter2@db/app\"\n").unwrap();
+        let err = load(
+            &["--config", path.to_str().unwrap()],
+            &[("VAULT_TOKEN", "t")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("secret[0].drain_check"), "{err}");
+        assert!(
+            err.contains("user or password") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+    let err = flag("postgres://app:hunter2@db/app")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("--drain-check: "), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    let err = flag("postgres://db/app?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--drain-check"), "{err}");
+    if !cfg!(feature = "drain-check") {
+        let err = flag("postgres://db/app").unwrap_err().to_string();
+        assert!(err.contains("feature `drain-check`"), "{err}");
+    }
+}

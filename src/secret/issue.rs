@@ -12,7 +12,7 @@ use super::error::{answered_for_the_mount, SecretError};
 use super::{Held, PendingRevoke, Worker, STATIC_SETTLE};
 use crate::credential::{Credential, FieldValue, SecretKind, SecretValue};
 use crate::lease::{Lease, Why};
-use crate::state::EventKind;
+use crate::state::{EventKind, RevokeHow};
 use crate::time::to_system;
 use crate::vault::{Backend, Envelope, Token, VaultError};
 
@@ -144,7 +144,7 @@ impl<B: Backend> Worker<B> {
             Err(e) => {
                 // Vault made a lease (a database user) that we cannot use: give it back.
                 if !lease_id.is_empty() {
-                    self.revoke(&lease_id).await;
+                    self.revoke(&lease_id, None).await;
                 }
                 return Err(e);
             }
@@ -152,7 +152,7 @@ impl<B: Backend> Worker<B> {
         if let Err(e) = self.write(&held.cred) {
             // Never leave a database user behind that nobody holds.
             if let Some(id) = &held.cred.lease_id {
-                self.revoke(id).await;
+                self.revoke(id, None).await;
             }
             return Err(e);
         }
@@ -193,19 +193,34 @@ impl<B: Backend> Worker<B> {
             .send_modify(|w| *w = (*w).max(self.control.id));
         if let Some(old) = self.current.take() {
             if let Some(id) = old.cred.lease_id.clone() {
-                let grace_end = Instant::now() + self.cfg.revoke_grace;
+                let now = Instant::now();
+                let grace_end = now + self.cfg.revoke_grace;
                 // No need to revoke what dies by itself before the grace is over. A lease
                 // whose renewal went unanswered may live longer than the agent knows
                 // (simulator seed 2354).
                 let dies_at = old.latest_end();
                 match dies_at {
                     Some(d) if d <= grace_end => {}
-                    _ => self.pending_revokes.push(PendingRevoke {
-                        lease_id: id,
-                        at: grace_end,
-                        attempts: 0,
-                        dies_at,
-                    }),
+                    _ => {
+                        let watch = match (&self.drainer, &old.cred.username, &old.cred.password) {
+                            (Some(d), Some(user), Some(pw)) => Some(d.watch(
+                                id.clone(),
+                                user.clone(),
+                                pw.clone(),
+                                self.cfg.revoke_grace,
+                            )),
+                            _ => None,
+                        };
+                        self.pending_revokes.push(PendingRevoke {
+                            lease_id: id,
+                            at: grace_end,
+                            attempts: 0,
+                            dies_at,
+                            since: now,
+                            how: Some(RevokeHow::Grace),
+                            _watch: watch,
+                        });
+                    }
                 }
             }
         }

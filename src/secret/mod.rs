@@ -16,9 +16,10 @@ use tokio::time::Instant;
 
 use crate::config::SecretConfig;
 use crate::credential::{Credential, SecretKind};
+use crate::drain::Drainer;
 use crate::lease::{Backoff, Lease, Why};
 use crate::sink::Sink;
-use crate::state::State;
+use crate::state::{RevokeHow, State};
 use crate::vault::{Backend, Token};
 
 mod error;
@@ -139,6 +140,13 @@ struct PendingRevoke {
     attempts: u32,
     /// When it dies anyway; a failing revoke is not retried past this.
     dies_at: Option<Instant>,
+    /// When its successor was written: the drain time counts from here.
+    since: Instant,
+    /// How the revoke of a rotated-out credential comes about: the grace, unless the drain
+    /// watch says otherwise. `None` for what a retired worker revokes, which is no rotation.
+    how: Option<RevokeHow>,
+    /// The drain watch that may bring the revoke forward; stopped when the entry goes.
+    _watch: Option<crate::drain::Watch>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +206,8 @@ pub struct Worker<B: Backend> {
     rotate_requested: bool,
     /// When to delete the generations an `--output-dir` write swapped out.
     sweep_at: Option<Instant>,
+    /// `--drain-check`: watches old credentials' sessions, to revoke them once the app left.
+    drainer: Option<Drainer>,
 }
 
 impl<B: Backend> Worker<B> {
@@ -210,6 +220,13 @@ impl<B: Backend> Worker<B> {
         backoff: crate::config::Backoff,
         revoke_on_exit: bool,
     ) -> Worker<B> {
+        let drainer = cfg
+            .drain_check
+            .clone()
+            .map(|check| Drainer::new(&cfg.name, check));
+        state.update(&cfg.name, |s| {
+            s.drain_check = cfg.drain_check.as_ref().map(ToString::to_string);
+        });
         Worker {
             kind: cfg.kind,
             read_path: cfg.path.clone(),
@@ -232,6 +249,7 @@ impl<B: Backend> Worker<B> {
             handing_over: false,
             denied: false,
             sweep_at: None,
+            drainer,
         }
     }
 

@@ -6,7 +6,9 @@ use tokio::time::Instant;
 
 use super::error::is_transient;
 use super::Worker;
+use crate::drain::DrainOutcome;
 use crate::lease::Backoff;
+use crate::state::RevokeHow;
 use crate::vault::Backend;
 
 impl<B: Backend> Worker<B> {
@@ -16,7 +18,11 @@ impl<B: Backend> Worker<B> {
             self.pending_revokes.drain(..).partition(|p| p.at <= now);
         self.pending_revokes = later;
         for mut p in due {
-            if self.revoke(&p.lease_id).await {
+            let waited = Instant::now().saturating_duration_since(p.since);
+            if self
+                .revoke(&p.lease_id, p.how.map(|how| (how, waited)))
+                .await
+            {
                 continue;
             }
             // A passing fault: try again with backoff while the lease still lives.
@@ -36,7 +42,11 @@ impl<B: Backend> Worker<B> {
     /// Revokes one lease. Returns `false` when it is worth trying again (a passing fault);
     /// `true` when it is done, or can never be done (refused by policy, already gone): such
     /// a lease still ends at its TTL.
-    pub(super) async fn revoke(&self, lease_id: &str) -> bool {
+    pub(super) async fn revoke(
+        &self,
+        lease_id: &str,
+        retired: Option<(RevokeHow, Duration)>,
+    ) -> bool {
         let backend = self.backend.clone();
         let id = lease_id.to_string();
         let result = self
@@ -48,8 +58,23 @@ impl<B: Backend> Worker<B> {
             .await;
         match result {
             Ok(_) => {
-                tracing::info!(secret = %self.cfg.name, lease_id, "revoked old credential");
-                self.state.record_revoked(&self.cfg.name, lease_id);
+                match retired {
+                    Some((how, waited)) => {
+                        tracing::info!(
+                            secret = %self.cfg.name,
+                            lease_id,
+                            how = how.as_str(),
+                            after = %humantime::format_duration(crate::time::round(waited)),
+                            "revoked old credential"
+                        );
+                        self.state
+                            .record_retired(&self.cfg.name, lease_id, how, waited);
+                    }
+                    None => {
+                        tracing::info!(secret = %self.cfg.name, lease_id, "revoked old credential");
+                        self.state.record_revoked(&self.cfg.name, lease_id);
+                    }
+                }
                 true
             }
             Err(e) => {
@@ -75,7 +100,33 @@ impl<B: Backend> Worker<B> {
             ids.push(id);
         }
         for id in ids {
-            self.revoke(&id).await;
+            self.revoke(&id, None).await;
+        }
+    }
+
+    /// A drain watch's news: the old user has left (revoke now), or the check failed (the
+    /// grace decides, and the revoke says why).
+    pub(super) fn on_drain_report(&mut self, report: crate::drain::Report) {
+        let Some(p) = self
+            .pending_revokes
+            .iter_mut()
+            .find(|p| p.lease_id == report.lease_id)
+        else {
+            return;
+        };
+        match report.outcome {
+            DrainOutcome::Drained(after) => {
+                tracing::info!(
+                    secret = %self.cfg.name,
+                    lease_id = %p.lease_id,
+                    after = %humantime::format_duration(crate::time::round(after)),
+                    "old credential drained: its user has no session left; revoking it now"
+                );
+                p.how = Some(RevokeHow::Drained);
+                p.at = p.at.min(Instant::now());
+            }
+            DrainOutcome::CheckFailed(_) => p.how = Some(RevokeHow::CheckFailed),
+            DrainOutcome::Grace => {}
         }
     }
 }

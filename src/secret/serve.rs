@@ -61,6 +61,10 @@ impl<B: Backend> Worker<B> {
                     self.sweep();
                     continue;
                 }
+                report = crate::drain::next_report(&mut self.drainer) => {
+                    self.on_drain_report(report);
+                    continue;
+                }
             };
             let result = self.perform(action).await;
             match result {
@@ -126,6 +130,10 @@ impl<B: Backend> Worker<B> {
                 _ = shutdown.changed() => continue,
                 _ = written.changed() => continue,
                 changed = retire.changed() => if changed.is_err() { return HandOver::Stopped } else { continue },
+                report = crate::drain::next_report(&mut self.drainer) => {
+                    self.on_drain_report(report);
+                    continue;
+                }
                 _ = sleep => {}
             }
             if revoke_at.is_some_and(|r| r <= Instant::now()) {
@@ -200,6 +208,9 @@ impl<B: Backend> Worker<B> {
                     at: now,
                     attempts: 0,
                     dies_at: held.latest_end(),
+                    since: now,
+                    how: None,
+                    _watch: None,
                 });
             }
         }

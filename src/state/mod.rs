@@ -24,8 +24,8 @@ pub use liveness::{
     serve_liveness, LivenessReply, LivenessRx, LivenessTx, TaskGuard, LIVENESS_TIMEOUT,
 };
 pub use records::{
-    AuthCount, AuthCounters, Event, EventKind, HookCounts, NextAction, OutputSet, SecretInfo,
-    SecretStatus,
+    AuthCount, AuthCounters, Event, EventKind, HookCounts, LastRevoke, NextAction, OutputSet,
+    RevokeHow, SecretInfo, SecretStatus, REVOKE_HOWS,
 };
 
 /// Events kept per secret: enough to see the last few rotations and failures on `/status`
@@ -222,6 +222,27 @@ impl State {
     /// Records the revocation of `lease_id`, naming the user it belonged to when the history
     /// still holds the event that issued it.
     pub fn record_revoked(&self, name: &str, lease_id: &str) {
+        self.record_revoke(name, lease_id, None);
+    }
+
+    /// Records the revocation of an old credential after a rotation: how it came about, and
+    /// how long after the new credential's write (`waited`).
+    pub fn record_retired(
+        &self,
+        name: &str,
+        lease_id: &str,
+        how: RevokeHow,
+        waited: std::time::Duration,
+    ) {
+        self.record_revoke(name, lease_id, Some((how, waited)));
+    }
+
+    fn record_revoke(
+        &self,
+        name: &str,
+        lease_id: &str,
+        retired: Option<(RevokeHow, std::time::Duration)>,
+    ) {
         self.with_entry(name, |entry| {
             let username = entry
                 .status
@@ -230,8 +251,30 @@ impl State {
                 .rev()
                 .find(|e| e.lease_id.as_deref() == Some(lease_id))
                 .and_then(|e| e.username.clone());
-            let mut event =
-                Event::new(EventKind::Revoked, "lease revoked", crate::time::wall_now());
+            let now = crate::time::wall_now();
+            let detail = match retired {
+                None => "lease revoked".to_string(),
+                Some((how, waited)) => {
+                    let secs = waited.as_secs_f64();
+                    *entry.status.revokes_by_how.entry(how.as_str()).or_default() += 1;
+                    entry.status.last_revoke = Some(LastRevoke {
+                        how,
+                        drain_seconds: (secs * 10.0).round() / 10.0,
+                        at: now,
+                        username: username.clone(),
+                    });
+                    match how {
+                        RevokeHow::Drained => format!("lease revoked: drained after {secs:.1} s"),
+                        RevokeHow::Grace => format!("lease revoked at the grace ({secs:.1} s)"),
+                        RevokeHow::CheckFailed => {
+                            format!(
+                                "lease revoked at the grace ({secs:.1} s): the drain check failed"
+                            )
+                        }
+                    }
+                }
+            };
+            let mut event = Event::new(EventKind::Revoked, detail, now);
             event.username = username;
             event.lease_id = Some(lease_id.to_string());
             entry.status.apply(event);

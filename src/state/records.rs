@@ -66,8 +66,53 @@ pub struct SecretStatus {
     pub next_action: Option<NextAction>,
     /// With `--output-dir`: the set as last written.
     pub output_set: Option<OutputSet>,
+    /// The `--drain-check` URL (it holds no secret), when one is configured.
+    pub drain_check: Option<String>,
+    /// Old credentials revoked after a rotation, by how (every one of [`REVOKE_HOWS`]).
+    pub revokes_by_how: BTreeMap<&'static str, u64>,
+    /// The last old credential revoked after a rotation: how, and how long it took.
+    pub last_revoke: Option<LastRevoke>,
     /// The most recent events, oldest first, at most [`HISTORY_LEN`].
     pub history: VecDeque<Event>,
+}
+
+/// How an old credential came to be revoked after a rotation: a metric label and a
+/// `/status` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeHow {
+    /// The drain check found no session of the old user left.
+    Drained,
+    /// The grace ran out first: sessions remained, or no drain check is configured.
+    Grace,
+    /// The drain check failed (unreachable, login or TLS refused), so the grace decided.
+    CheckFailed,
+}
+
+/// Every [`RevokeHow`], as labels: the metric shows each, zeros included.
+pub const REVOKE_HOWS: [&str; 3] = ["drained", "grace", "check_failed"];
+
+impl RevokeHow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeHow::Drained => "drained",
+            RevokeHow::Grace => "grace",
+            RevokeHow::CheckFailed => "check_failed",
+        }
+    }
+}
+
+/// The last old credential revoked after a rotation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastRevoke {
+    pub how: RevokeHow,
+    /// From the new credential's write to the revoke: how long the app took to leave the old
+    /// one (when drained), or the grace.
+    pub drain_seconds: f64,
+    #[serde(serialize_with = "time")]
+    pub at: SystemTime,
+    /// The old user (hidden with `--status-hide-usernames`).
+    pub username: Option<String>,
 }
 
 /// The next thing a secret's loop plans to do.
@@ -208,6 +253,9 @@ impl SecretStatus {
             dies_with_login: false,
             next_action: None,
             output_set: None,
+            drain_check: None,
+            revokes_by_how: REVOKE_HOWS.iter().map(|h| (*h, 0)).collect(),
+            last_revoke: None,
             history: VecDeque::with_capacity(HISTORY_LEN),
         }
     }

@@ -333,3 +333,53 @@ fn liveness_fails_when_the_loop_does_not_answer() {
     let err = state.alive_within(Duration::from_millis(1)).unwrap_err();
     assert!(err.contains("stopped"), "{err}");
 }
+
+#[test]
+fn retired_credentials_count_by_how_and_keep_the_last() {
+    let state = State::new(vec![info("db")]);
+    let s = state.get("db").unwrap();
+    assert_eq!(
+        s.revokes_by_how.values().copied().collect::<Vec<_>>(),
+        vec![0, 0, 0],
+        "every label from the start"
+    );
+    state.record_credential(
+        "db",
+        EventKind::Issued,
+        Some("v-1".into()),
+        Some("l/1".into()),
+        "first",
+    );
+    state.record_retired(
+        "db",
+        "l/1",
+        RevokeHow::Drained,
+        Duration::from_millis(7_260),
+    );
+    state.record_retired(
+        "db",
+        "l/x",
+        RevokeHow::CheckFailed,
+        Duration::from_secs(300),
+    );
+    state.record_revoked("db", "l/y");
+    let s = state.get("db").unwrap();
+    assert_eq!(s.revokes_by_how["drained"], 1);
+    assert_eq!(s.revokes_by_how["check_failed"], 1);
+    assert_eq!(
+        s.revokes_by_how["grace"], 0,
+        "a plain revoke is no retirement"
+    );
+    let last = s.last_revoke.expect("recorded");
+    assert_eq!(
+        (last.how, last.drain_seconds),
+        (RevokeHow::CheckFailed, 300.0)
+    );
+    let drained = s
+        .history
+        .iter()
+        .find(|e| e.detail.contains("drained"))
+        .expect("event");
+    assert_eq!(drained.detail, "lease revoked: drained after 7.3 s");
+    assert_eq!(drained.username.as_deref(), Some("v-1"));
+}

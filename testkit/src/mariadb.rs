@@ -27,6 +27,8 @@ pub struct MariaDb {
     admin_password: String,
     run_as: Option<String>,
     child: Option<Child>,
+    /// `--ssl-cert`/`--ssl-key` for the server, copied into its directory: TLS on.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// The three programs this needs; all come with Debian's `mariadb-server`.
@@ -40,6 +42,15 @@ impl MariaDb {
     /// Starts a fresh server with an admin account. Panics with a clear message when MariaDB is
     /// missing or cannot start: tests that need it fail loudly, never skip.
     pub fn start() -> MariaDb {
+        MariaDb::start_inner(None)
+    }
+
+    /// Like [`MariaDb::start`], with TLS on from this certificate and key (PEM files).
+    pub fn start_with_tls(cert: &Path, key: &Path) -> MariaDb {
+        MariaDb::start_inner(Some((cert, key)))
+    }
+
+    fn start_inner(tls: Option<(&Path, &Path)>) -> MariaDb {
         let bins = find_bins().unwrap_or_else(|| {
             let ci = std::env::var("CI").is_ok_and(|v| v == "true");
             panic!(
@@ -59,6 +70,18 @@ impl MariaDb {
         if let Some(user) = &run_as {
             chown_to(dir.path(), user);
         }
+        let tls = tls.map(|(cert, key)| {
+            // The server (maybe the `mysql` user) must read them: copies in its directory.
+            let copy = |from: &Path, name: &str| {
+                let to = dir.path().join(name);
+                std::fs::copy(from, &to).expect("copy a TLS file for MariaDB");
+                if let Some(user) = &run_as {
+                    chown_to(&to, user);
+                }
+                to
+            };
+            (copy(cert, "server-cert.pem"), copy(key, "server-key.pem"))
+        });
         let mut db = MariaDb {
             dir,
             bins,
@@ -66,6 +89,7 @@ impl MariaDb {
             admin_password: random_password(),
             run_as,
             child: None,
+            tls,
         };
         db.install_db();
         db.launch();
@@ -185,6 +209,13 @@ impl MariaDb {
         // A port can be taken between probing and binding; retry a few times.
         for _ in 0..5 {
             let port = free_port();
+            let tls_args: Vec<String> = match &self.tls {
+                Some((cert, key)) => vec![
+                    format!("--ssl-cert={}", cert.display()),
+                    format!("--ssl-key={}", key.display()),
+                ],
+                None => Vec::new(),
+            };
             let child = self
                 .command(&self.bins.server)
                 .arg("--no-defaults")
@@ -199,6 +230,7 @@ impl MariaDb {
                 .args(["--bind-address=127.0.0.1", "--skip-name-resolve"])
                 .args(["--innodb-buffer-pool-size=16M", "--max-connections=300"])
                 .args(["--innodb-flush-log-at-trx-commit=0", "--skip-log-bin"])
+                .args(&tls_args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
