@@ -77,6 +77,56 @@ fn env_fills_flags_and_flags_win() {
 }
 
 #[test]
+fn every_flag_has_its_variable() {
+    use clap::CommandFactory;
+    let empty = format!("{:?}", Cli::default());
+    let mut seen = 0;
+    for arg in Cli::command().get_arguments() {
+        let id = arg.get_id().as_str();
+        let name = cli::env_name(id);
+        let boolean = matches!(arg.get_action(), clap::ArgAction::SetTrue);
+        let value = if boolean { "yes" } else { "-from-the-variable" };
+        let lookup = |k: &str| (k == name).then(|| value.to_string());
+        let parsed = cli::parse(["vault-rotator"], &lookup).unwrap();
+        let want = if boolean {
+            format!("{id}: true")
+        } else {
+            format!("{id}: Some(\"{value}\")")
+        };
+        let text = format!("{parsed:?}");
+        assert!(text.contains(&want), "{name} did not set --{id}: {text}");
+        assert_ne!(text, empty);
+        // The command line wins over the variable.
+        if !boolean {
+            let flag = format!("--{}", arg.get_long().unwrap());
+            let parsed = cli::parse(["vault-rotator", &flag, "cli"], &lookup).unwrap();
+            assert!(format!("{parsed:?}").contains(&format!("{id}: Some(\"cli\")")));
+        }
+        seen += 1;
+    }
+    assert!(seen >= 45, "only {seen} flags");
+    // A boolean variable that is not true leaves the flag off; an empty one counts as unset.
+    for value in ["false", "0", "maybe", ""] {
+        let lookup = |k: &str| (k == "VAULT_ROTATOR_ONCE").then(|| value.to_string());
+        assert!(!cli::parse(["vault-rotator"], &lookup).unwrap().once);
+    }
+    let lookup = |k: &str| (k == "VAULT_ROTATOR_SECRET").then(String::new);
+    assert_eq!(cli::parse(["vault-rotator"], &lookup).unwrap().secret, None);
+}
+
+#[test]
+fn help_version_and_usage_errors_stay_clap_errors() {
+    use clap::error::ErrorKind;
+    let kind = |args: &[&str]| match load(args, &[]) {
+        Err(ConfigError::Cli(e)) => (e.kind(), e.exit_code()),
+        other => panic!("{args:?}: {other:?}"),
+    };
+    assert_eq!(kind(&["--help"]), (ErrorKind::DisplayHelp, 0));
+    assert_eq!(kind(&["--version"]), (ErrorKind::DisplayVersion, 0));
+    assert_eq!(kind(&["--bogus-flag"]), (ErrorKind::UnknownArgument, 2));
+}
+
+#[test]
 fn vault_rotator_var_beats_standard_var() {
     let c = load(
         &BASE[2..],
