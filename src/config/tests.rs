@@ -319,3 +319,85 @@ fn tempdir() -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[test]
+fn vault_addresses_are_checked_as_urls() {
+    use super::build::vault_addr;
+    // IPv6 literals in brackets, paths (a proxy's prefix), and the trailing slash dropped.
+    assert_eq!(
+        vault_addr("http://[::1]:8200/").as_deref(),
+        Ok("http://[::1]:8200")
+    );
+    assert_eq!(
+        vault_addr("https://vault.example:8200/prefix/").as_deref(),
+        Ok("https://vault.example:8200/prefix")
+    );
+    assert_eq!(
+        vault_addr("https://Vault.Example:8200").as_deref(),
+        Ok("https://vault.example:8200")
+    );
+    for bad in [
+        "vault:8200",
+        "ftp://vault",
+        "http://",
+        "http://::1:8200",
+        "https://vault?x=1",
+        "https://vault#top",
+        "",
+    ] {
+        assert!(vault_addr(bad).is_err(), "{bad:?} accepted");
+    }
+    // User info is refused, and its password is never repeated in the error.
+    for bad in ["https://user:hunter2@vault:8200", "https://hunter2@vault"] {
+        let err = vault_addr(bad).unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    let err = load(
+        &[
+            "--vault-addr",
+            "https://u:hunter2@v:8200",
+            "--auth",
+            "approle",
+            "--role-id-file",
+            "/r",
+            "--secret",
+            "database/creds/app",
+            "--output",
+            "/tmp/x/db.json",
+        ],
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("--vault-addr: "), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn tls_server_names_are_dns_names_only() {
+    use super::build::server_name;
+    assert_eq!(
+        server_name("vault.internal").as_deref(),
+        Ok("vault.internal")
+    );
+    assert_eq!(
+        server_name("Vault.Internal").as_deref(),
+        Ok("vault.internal")
+    );
+    for bad in [
+        "",
+        "vault:8200",
+        "vault/v1",
+        "https://vault",
+        "user@vault",
+        "10.0.0.1",
+        "[::1]",
+        "two words",
+    ] {
+        assert!(server_name(bad).is_err(), "{bad:?} accepted");
+    }
+    let mut args = BASE.to_vec();
+    args.extend(["--tls-server-name", "vault:8200"]);
+    let err = load(&args, &[]).unwrap_err().to_string();
+    assert!(err.starts_with("--tls-server-name: "), "{err}");
+}
