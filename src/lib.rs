@@ -13,25 +13,50 @@
 //!                              state ──▶ http (/health /ready /metrics /status)
 //! ```
 //!
-//! - [`config`]: every option, its default and its validation.
-//! - [`vault`]: the HTTP client, typed responses, auth methods (and the 403 triage: a dead
-//!   token or a policy denial), the [`vault::Backend`] seam for workers, and the
-//!   [`vault::transport`] seam below the client, where the simulator (`tests/sim`) puts its
-//!   in-memory Vault.
-//! - [`lease`]: pure timing decisions, tested in virtual time; [`time`]: wall-clock times
-//!   derived from the monotonic clock, so they follow virtual time too.
-//! - [`secret`]: one secret's loop, including the hand-over when `SIGHUP` replaces it;
-//!   [`agent`]: the workers, probes and signals (as [`agent::Command`]s) together.
-//! - [`credential`]: the credential and the [`credential::SecretValue`] that never prints.
-//! - [`render`], [`sink`], [`state`], [`http`]: output, files, shared status, probe and admin
-//!   servers; [`metrics`] and [`status`]: what `/metrics`, `/status` and the status page show.
-//! - [`drain`]: drain-aware revocation (`--drain-check`): revoke an old database credential
-//!   once the app holds no session as its user.
-//! - [`notify`]: telling the app about a new credential (exec, signal, HTTP).
-//! - [`sink::dirset`]: the `--output-dir` mode: a set of files that switch together through a
-//!   `..data` symlink, as kubelet does it.
+//! The modules form layers, in the order the data flows; a module names only modules in lower
+//! layers, so there is no import cycle (`tests/layers.rs` checks this on every test run):
 //!
-//! `main.rs` only wires these together.
+//! 1. [`credential`], [`lease`], [`time`]: values and pure decisions, no I/O;
+//! 2. [`state`], [`render`], [`sink`], [`notify`], [`drain`]: what is shown, written, told
+//!    and checked;
+//! 3. [`config`]: every option;
+//! 4. [`vault`] (and [`logging`]): talking to Vault;
+//! 5. [`metrics`], [`status`]: what `/metrics`, `/status` and the status page show;
+//! 6. [`http`]: the probe and admin servers;
+//! 7. [`secret`]: one secret's loop;
+//! 8. [`agent`]: everything together; `main.rs` on top only wires it up.
+//!
+//! Where a lower layer must reach a higher one, it takes a callback: [`notify::fire`] reports
+//! each hook's outcome through one, the Vault client reports requests through an
+//! [`vault::client::Observer`], and [`vault::Auth`] reports its events through a closure that
+//! the agent maps onto [`state::AuthCount`]s.
+//!
+//! - [`credential`]: the credential and the [`credential::SecretValue`] that never prints.
+//! - [`lease`]: pure timing decisions, tested in virtual time; [`time`]: wall-clock times
+//!   derived from the monotonic clock (so they follow virtual time too), RFC 3339, rounding.
+//! - [`state`] (`records`: per-secret status, events, counters; `liveness`: task and event-loop
+//!   liveness for `/health`): the shared status every endpoint reads.
+//! - [`render`] (`env`, `template`: minijinja, strict): the output formats.
+//! - [`sink`]: the atomic file write, and [`sink::dirset`]: the `--output-dir` set of files
+//!   that switch together through a `..data` symlink, as kubelet does it. [`notify`]: telling
+//!   the app (exec, signal, HTTP).
+//! - [`drain`] (`url`, `postgres`, `mysql`, `tls`, `watch`): drain-aware revocation
+//!   (`--drain-check`): revoke an old database credential once the app holds no session as
+//!   its user.
+//! - [`config`] (`cli`: flags and their `VAULT_ROTATOR_<FLAG>` variables; `file`: the TOML
+//!   file; `build`: validation of the agent, admin, Vault and auth settings; `secrets`: each
+//!   secret and its hooks): every option, its default and its validation.
+//! - [`vault`]: the HTTP [`vault::client`], its errors and the response shapes, the
+//!   [`vault::auth`] folder (`token`, `login`, `renewer`, and the 403 triage: a dead token or a
+//!   policy denial), the [`vault::Backend`] seam for workers, and the [`vault::transport`] seam
+//!   below the client, where the simulator (`tests/sim`) puts its in-memory Vault.
+//! - [`metrics`], [`status`]: the Prometheus exposition, `/status` and the status page.
+//! - [`http`]: the pure router and its routes (`probes`, `admin`), hyper's server on its own
+//!   thread.
+//! - [`secret`] (`serve`: the loop and the hand-over when `SIGHUP` replaces a worker; `plan`:
+//!   the next action; `issue`, `renew`, `revoke`; `error`): one secret's life.
+//! - [`agent`]: the workers, probes and signals (as [`agent::Command`]s) together, and the
+//!   [`agent::AgentError`] whose variant chooses the exit code.
 #![forbid(unsafe_code)]
 
 pub mod agent;

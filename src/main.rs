@@ -12,17 +12,10 @@ fn main() -> ExitCode {
     let env = |k: &str| std::env::var(k).ok();
     let cfg = match Config::load(std::env::args_os(), &env) {
         Ok(c) => c,
-        Err(ConfigError::Cli(msg)) => {
-            // clap's own text: --help and --version exit 0, usage errors exit 2.
-            let is_info = msg.starts_with("Keeps")
-                || msg.starts_with("vault-rotator ")
-                || msg.contains("Usage:") && !msg.starts_with("error");
-            eprint!("{msg}");
-            return if is_info {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            };
+        Err(ConfigError::Cli(e)) => {
+            // clap prints help and version on stdout (exit 0), usage errors on stderr (exit 2).
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
         Err(e) => {
             eprintln!("vault-rotator: configuration error: {e}");
@@ -65,7 +58,7 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "vault-rotator stopped");
             eprintln!("vault-rotator: {e}");
-            ExitCode::from(e.exit_code() as u8)
+            ExitCode::from(e.exit_code())
         }
     }
 }

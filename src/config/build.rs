@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use reqwest::Url;
+
 use super::cli::standard_var;
 use super::secrets::build_secrets;
 use super::{
@@ -172,16 +174,7 @@ fn build_vault(cli: &Cli, file: &FileVault, env: EnvLookup) -> Result<VaultConfi
                 "required (or VAULT_ADDR / BAO_ADDR / [vault] addr)",
             )
         })?;
-    let addr = addr.trim_end_matches('/').to_string();
-    let host = addr
-        .strip_prefix("http://")
-        .or_else(|| addr.strip_prefix("https://"));
-    if host.is_none_or(str::is_empty) {
-        return Err(invalid(
-            "--vault-addr",
-            format!("{addr:?} must be an http:// or https:// URL"),
-        ));
-    }
+    let addr = vault_addr(&addr).map_err(|reason| invalid("--vault-addr", reason))?;
     let skip_verify = match cli
         .skip_verify
         .clone()
@@ -219,7 +212,9 @@ fn build_vault(cli: &Cli, file: &FileVault, env: EnvLookup) -> Result<VaultConfi
             .tls_server_name
             .clone()
             .or_else(|| standard_var(env, "TLS_SERVER_NAME"))
-            .or_else(|| file.tls_server_name.clone()),
+            .or_else(|| file.tls_server_name.clone())
+            .map(|name| server_name(&name).map_err(|r| invalid("--tls-server-name", r)))
+            .transpose()?,
         request_timeout: duration_or(
             "--request-timeout",
             cli.request_timeout
@@ -300,4 +295,46 @@ fn build_auth(cli: &Cli, file: &FileAuth, env: EnvLookup) -> Result<AuthConfig, 
         role_id_file,
         secret_id_file,
     })
+}
+
+/// The Vault address as the client uses it: an http(s) URL with a host, checked by
+/// `reqwest::Url` (so IPv6 literals need their brackets), without a trailing slash. A path is
+/// kept (Vault behind a proxy under a prefix); user info, a query or a fragment are refused,
+/// because the client appends `/v1/...` to the address and the address is logged.
+pub(super) fn vault_addr(raw: &str) -> Result<String, String> {
+    // Never echo an address with user info: its password would end up in the error.
+    let shown = if raw.contains('@') {
+        "the address".to_string()
+    } else {
+        format!("{raw:?}")
+    };
+    let url = Url::parse(raw.trim())
+        .map_err(|e| format!("{shown} is not a URL like https://vault.vault:8200: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{shown} must be an http:// or https:// URL"));
+    }
+    if url.host().is_none() {
+        return Err(format!("{shown} has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("the address must not carry a user name or password (user:pass@)".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{shown} must not have a query or fragment"));
+    }
+    // `Url` normalises (lower-case host, `/` for an empty path); keep that form.
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// `--tls-server-name`: a DNS name alone, which the client puts in the URL's host so that
+/// reqwest verifies the certificate against it; no port, path, user info or IP address.
+pub(super) fn server_name(raw: &str) -> Result<String, String> {
+    let bad = || format!("{raw:?} is not a DNS name like vault.internal");
+    let mut url = Url::parse("https://placeholder.invalid/").map_err(|_| bad())?;
+    url.set_host(Some(raw)).map_err(|_| bad())?;
+    match url.domain() {
+        // `set_host` stops at a `:` or `/`; the name must have been the whole input.
+        Some(name) if name.eq_ignore_ascii_case(raw) => Ok(name.to_string()),
+        _ => Err(bad()),
+    }
 }

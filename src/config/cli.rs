@@ -1,13 +1,15 @@
 //! The command line, and the `VAULT_ROTATOR_<FLAG>` variables that stand in for its flags.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgAction, CommandFactory, Parser};
 
 use super::{parse_bool, EnvLookup};
 
 /// Command-line flags. Every flag can also be set through `VAULT_ROTATOR_<FLAG>` (upper snake
-/// case), read by [`Config::load`] rather than by clap so tests can pass the environment in.
+/// case); see [`parse`].
 #[derive(Parser, Debug, Default)]
 #[command(
     name = "vault-rotator",
@@ -167,39 +169,43 @@ pub struct Cli {
     pub log_level: Option<String>,
 }
 
-/// Fills every flag the command line left out from `VAULT_ROTATOR_<FLAG>`.
-pub(super) fn apply_env(mut cli: Cli, env: EnvLookup) -> Cli {
-    let var = |name: &str| env(&format!("VAULT_ROTATOR_{name}")).filter(|v| !v.is_empty());
-    macro_rules! fill {
-        ($($field:ident => $name:literal),* $(,)?) => {
-            $( if cli.$field.is_none() { cli.$field = var($name).map(Into::into); } )*
+/// Parses the command line, with every flag it leaves out filled from `VAULT_ROTATOR_<FLAG>`
+/// (the flag's name in upper snake case; empty values count as unset). The names come from
+/// clap's own list of arguments, so a new flag gets its variable with no table to keep. Read
+/// here rather than through clap's `env` feature so that tests pass the environment in and
+/// never set the process's own. A boolean flag's variable turns it on when it reads true.
+pub(super) fn parse<I, T>(args: I, env: EnvLookup) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let command = Cli::command();
+    // The command line alone first: `--help`, `--version` and usage errors end here.
+    let given = command.clone().try_get_matches_from(&args)?;
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        let (Some(long), Some(value)) = (arg.get_long(), env(&env_name(id))) else {
+            continue;
         };
+        if value.is_empty() || given.value_source(id) == Some(ValueSource::CommandLine) {
+            continue;
+        }
+        match arg.get_action() {
+            ArgAction::SetTrue if parse_bool(&value) == Some(true) => {
+                args.push(format!("--{long}").into())
+            }
+            // `--flag=value`, so that a value starting with `-` stays a value.
+            ArgAction::Set => args.push(format!("--{long}={value}").into()),
+            _ => {}
+        }
     }
-    fill!(
-        vault_addr => "VAULT_ADDR", namespace => "NAMESPACE", ca_cert => "CA_CERT",
-        client_cert => "CLIENT_CERT", client_key => "CLIENT_KEY", skip_verify => "SKIP_VERIFY",
-        tls_server_name => "TLS_SERVER_NAME", request_timeout => "REQUEST_TIMEOUT",
-        auth => "AUTH", auth_mount => "AUTH_MOUNT", role => "ROLE", jwt_file => "JWT_FILE",
-        token_file => "TOKEN_FILE", role_id_file => "ROLE_ID_FILE",
-        secret_id_file => "SECRET_ID_FILE", secret => "SECRET", name => "NAME", kind => "KIND",
-        output => "OUTPUT", output_dir => "OUTPUT_DIR", format => "FORMAT", template => "TEMPLATE", file_mode => "FILE_MODE",
-        owner => "OWNER", rotate_every => "ROTATE_EVERY", revoke_grace => "REVOKE_GRACE",
-        drain_check => "DRAIN_CHECK",
-        refresh_every => "REFRESH_EVERY", notify_exec => "NOTIFY_EXEC", notify_signal => "NOTIFY_SIGNAL",
-        notify_pid_file => "NOTIFY_PID_FILE", notify_url => "NOTIFY_URL", notify_timeout => "NOTIFY_TIMEOUT",
-        listen => "LISTEN", once_timeout => "ONCE_TIMEOUT",
-        admin_listen => "ADMIN_LISTEN", admin_token_file => "ADMIN_TOKEN_FILE",
-        splay => "SPLAY", backoff_min => "BACKOFF_MIN", backoff_max => "BACKOFF_MAX",
-        config => "CONFIG", log_format => "LOG_FORMAT", log_level => "LOG_LEVEL",
-    );
-    cli.once = cli.once || var("ONCE").is_some_and(|v| parse_bool(&v) == Some(true));
-    cli.revoke_on_exit =
-        cli.revoke_on_exit || var("REVOKE_ON_EXIT").is_some_and(|v| parse_bool(&v) == Some(true));
-    cli.status_hide_usernames = cli.status_hide_usernames
-        || var("STATUS_HIDE_USERNAMES").is_some_and(|v| parse_bool(&v) == Some(true));
-    cli.admin_allow_remote = cli.admin_allow_remote
-        || var("ADMIN_ALLOW_REMOTE").is_some_and(|v| parse_bool(&v) == Some(true));
-    cli
+    Cli::try_parse_from(args)
+}
+
+/// `VAULT_ROTATOR_ROTATE_EVERY` for the argument `rotate_every` (`--rotate-every`).
+pub(super) fn env_name(id: &str) -> String {
+    format!("VAULT_ROTATOR_{}", id.to_ascii_uppercase())
 }
 
 /// A standard Vault variable, with its OpenBao twin as fallback.

@@ -10,8 +10,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
-
 use crate::credential::{SecretKind, SecretValue};
 use crate::drain::DrainCheck;
 use crate::notify::Hook;
@@ -42,8 +40,10 @@ const DEFAULT_SA_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/to
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// Kept whole, so that `main` can let clap print it where it belongs (help and version on
+    /// stdout) and choose the exit code.
     #[error("{0}")]
-    Cli(String),
+    Cli(clap::Error),
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
     #[error("config file {path}: {reason}")]
@@ -202,8 +202,7 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let cli = Cli::try_parse_from(args).map_err(|e| ConfigError::Cli(e.to_string()))?;
-        let cli = cli::apply_env(cli, env);
+        let cli = cli::parse(args, env).map_err(ConfigError::Cli)?;
         let file = match &cli.config {
             Some(path) => file::read_file_config(path)?,
             None => FileConfig::default(),

@@ -77,6 +77,56 @@ fn env_fills_flags_and_flags_win() {
 }
 
 #[test]
+fn every_flag_has_its_variable() {
+    use clap::CommandFactory;
+    let empty = format!("{:?}", Cli::default());
+    let mut seen = 0;
+    for arg in Cli::command().get_arguments() {
+        let id = arg.get_id().as_str();
+        let name = cli::env_name(id);
+        let boolean = matches!(arg.get_action(), clap::ArgAction::SetTrue);
+        let value = if boolean { "yes" } else { "-from-the-variable" };
+        let lookup = |k: &str| (k == name).then(|| value.to_string());
+        let parsed = cli::parse(["vault-rotator"], &lookup).unwrap();
+        let want = if boolean {
+            format!("{id}: true")
+        } else {
+            format!("{id}: Some(\"{value}\")")
+        };
+        let text = format!("{parsed:?}");
+        assert!(text.contains(&want), "{name} did not set --{id}: {text}");
+        assert_ne!(text, empty);
+        // The command line wins over the variable.
+        if !boolean {
+            let flag = format!("--{}", arg.get_long().unwrap());
+            let parsed = cli::parse(["vault-rotator", &flag, "cli"], &lookup).unwrap();
+            assert!(format!("{parsed:?}").contains(&format!("{id}: Some(\"cli\")")));
+        }
+        seen += 1;
+    }
+    assert!(seen >= 45, "only {seen} flags");
+    // A boolean variable that is not true leaves the flag off; an empty one counts as unset.
+    for value in ["false", "0", "maybe", ""] {
+        let lookup = |k: &str| (k == "VAULT_ROTATOR_ONCE").then(|| value.to_string());
+        assert!(!cli::parse(["vault-rotator"], &lookup).unwrap().once);
+    }
+    let lookup = |k: &str| (k == "VAULT_ROTATOR_SECRET").then(String::new);
+    assert_eq!(cli::parse(["vault-rotator"], &lookup).unwrap().secret, None);
+}
+
+#[test]
+fn help_version_and_usage_errors_stay_clap_errors() {
+    use clap::error::ErrorKind;
+    let kind = |args: &[&str]| match load(args, &[]) {
+        Err(ConfigError::Cli(e)) => (e.kind(), e.exit_code()),
+        other => panic!("{args:?}: {other:?}"),
+    };
+    assert_eq!(kind(&["--help"]), (ErrorKind::DisplayHelp, 0));
+    assert_eq!(kind(&["--version"]), (ErrorKind::DisplayVersion, 0));
+    assert_eq!(kind(&["--bogus-flag"]), (ErrorKind::UnknownArgument, 2));
+}
+
+#[test]
 fn vault_rotator_var_beats_standard_var() {
     let c = load(
         &BASE[2..],
@@ -497,4 +547,86 @@ fn drain_check_from_flag_variable_and_file() {
         let err = flag("postgres://db/app").unwrap_err().to_string();
         assert!(err.contains("feature `drain-check`"), "{err}");
     }
+}
+
+#[test]
+fn vault_addresses_are_checked_as_urls() {
+    use super::build::vault_addr;
+    // IPv6 literals in brackets, paths (a proxy's prefix), and the trailing slash dropped.
+    assert_eq!(
+        vault_addr("http://[::1]:8200/").as_deref(),
+        Ok("http://[::1]:8200")
+    );
+    assert_eq!(
+        vault_addr("https://vault.example:8200/prefix/").as_deref(),
+        Ok("https://vault.example:8200/prefix")
+    );
+    assert_eq!(
+        vault_addr("https://Vault.Example:8200").as_deref(),
+        Ok("https://vault.example:8200")
+    );
+    for bad in [
+        "vault:8200",
+        "ftp://vault",
+        "http://",
+        "http://::1:8200",
+        "https://vault?x=1",
+        "https://vault#top",
+        "",
+    ] {
+        assert!(vault_addr(bad).is_err(), "{bad:?} accepted");
+    }
+    // User info is refused, and its password is never repeated in the error.
+    for bad in ["https://user:hunter2@vault:8200", "https://hunter2@vault"] {
+        let err = vault_addr(bad).unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    let err = load(
+        &[
+            "--vault-addr",
+            "https://u:hunter2@v:8200",
+            "--auth",
+            "approle",
+            "--role-id-file",
+            "/r",
+            "--secret",
+            "database/creds/app",
+            "--output",
+            "/tmp/x/db.json",
+        ],
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("--vault-addr: "), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn tls_server_names_are_dns_names_only() {
+    use super::build::server_name;
+    assert_eq!(
+        server_name("vault.internal").as_deref(),
+        Ok("vault.internal")
+    );
+    assert_eq!(
+        server_name("Vault.Internal").as_deref(),
+        Ok("vault.internal")
+    );
+    for bad in [
+        "",
+        "vault:8200",
+        "vault/v1",
+        "https://vault",
+        "user@vault",
+        "10.0.0.1",
+        "[::1]",
+        "two words",
+    ] {
+        assert!(server_name(bad).is_err(), "{bad:?} accepted");
+    }
+    let mut args = BASE.to_vec();
+    args.extend(["--tls-server-name", "vault:8200"]);
+    let err = load(&args, &[]).unwrap_err().to_string();
+    assert!(err.starts_with("--tls-server-name: "), "{err}");
 }

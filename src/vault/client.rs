@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
+use std::net::SocketAddr;
+
+use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
@@ -384,33 +386,47 @@ fn decode_data<T: DeserializeOwned>(
     })
 }
 
-fn pin_server_name(addr: &str, name: &str) -> Result<(String, std::net::SocketAddr), VaultError> {
-    use std::net::ToSocketAddrs;
-    let (scheme, rest) = addr
-        .split_once("://")
-        .ok_or_else(|| VaultError::Tls(format!("{addr} has no scheme")))?;
-    let hostport = rest.split('/').next().unwrap_or(rest);
-    let default_port = if scheme == "https" { 443 } else { 80 };
-    let with_port = if hostport
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:{default_port}")
-    };
-    let resolved = with_port
-        .to_socket_addrs()
-        .map_err(|e| VaultError::Tls(format!("resolve {with_port}: {e}")))?
+/// The base URL with `name` as its host (so reqwest verifies the certificate against it), and
+/// the socket address of the host the user gave, to pin `name` to. The port stays the one
+/// the address gives, or the scheme's.
+fn pin_server_name(addr: &str, name: &str) -> Result<(String, SocketAddr), VaultError> {
+    let tls = |reason: String| VaultError::Tls(reason);
+    let mut url = Url::parse(addr).map_err(|e| tls(format!("address {addr}: {e}")))?;
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| tls(format!("address {addr}: no port")))?;
+    let resolved = url
+        .socket_addrs(|| None)
+        .map_err(|e| tls(format!("resolve the host of {addr}: {e}")))?
+        .into_iter()
         .next()
-        .ok_or_else(|| VaultError::Tls(format!("{with_port} resolves to nothing")))?;
-    let port = resolved.port();
-    Ok((format!("{scheme}://{name}:{port}"), resolved))
+        .ok_or_else(|| tls(format!("the host of {addr} resolves to nothing")))?;
+    url.set_host(Some(name))
+        .map_err(|e| tls(format!("--tls-server-name {name}: {e}")))?;
+    url.set_port(Some(port))
+        .map_err(|()| tls(format!("address {addr}: cannot carry a port")))?;
+    Ok((url.as_str().trim_end_matches('/').to_string(), resolved))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_name_pins_the_given_host_and_keeps_port_and_path() {
+        let (url, at) = pin_server_name("https://[::1]:8200/prefix", "vault.internal").unwrap();
+        assert_eq!(url, "https://vault.internal:8200/prefix");
+        assert_eq!(at, "[::1]:8200".parse().unwrap());
+        let (url, at) = pin_server_name("https://127.0.0.1", "vault.internal").unwrap();
+        assert_eq!(url, "https://vault.internal");
+        assert_eq!(at, "127.0.0.1:443".parse().unwrap());
+        let (url, at) = pin_server_name("http://127.0.0.1:8200", "vault.internal").unwrap();
+        assert_eq!(url, "http://vault.internal:8200");
+        assert_eq!(at.port(), 8200);
+        let (_, at) = pin_server_name("https://localhost:8200", "vault.internal").unwrap();
+        assert!(at.ip().is_loopback() && at.port() == 8200, "{at}");
+        assert!(pin_server_name("not a url", "vault.internal").is_err());
+    }
 
     #[test]
     fn envelope_decodes_leniently() {

@@ -19,44 +19,17 @@ use crate::http::{AdminAccess, Limits, ProbeServer, Router};
 use crate::lease;
 use crate::logging::LogHandle;
 use crate::metrics::VaultRequests;
-use crate::secret::{Control, Retire, SecretError, Worker};
+use crate::secret::{Control, Retire, Worker};
 use crate::sink::{DirSink, FileSink, Sink};
 use crate::state::{AuthCount, SecretInfo, State};
-use crate::vault::{Auth, AuthEvent, Client, Live, VaultError};
+use crate::vault::{Auth, AuthEvent, Client, Live};
+
+mod error;
+
+pub use error::AgentError;
 
 /// How long shutdown waits for workers to finish what they are doing (and revoke, if asked).
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(20);
-
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    /// Bad configuration found while starting: exit code 2.
-    #[error("{0}")]
-    Config(String),
-    #[error("{0}")]
-    Vault(#[from] VaultError),
-    #[error("listener: {0}")]
-    Http(#[from] crate::http::HttpError),
-    #[error("--once: secret {name:?}: {source}")]
-    Once {
-        name: String,
-        #[source]
-        source: Box<SecretError>,
-    },
-    #[error("--once: gave up after {0:?}")]
-    OnceTimeout(Duration),
-    #[error("installing a signal handler: {0}")]
-    Signal(#[source] std::io::Error),
-}
-
-impl AgentError {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            AgentError::Config(_) => 2,
-            AgentError::Vault(VaultError::Tls(_)) => 2,
-            _ => 1,
-        }
-    }
-}
 
 /// What steers a running agent; [`Agent::run`] makes them from signals.
 #[derive(Debug)]
@@ -119,7 +92,7 @@ impl Agent {
         if cfg.vault.skip_verify {
             tracing::warn!("TLS certificate verification of Vault is off (skip_verify)");
         }
-        let client = Client::new(&cfg.vault).map_err(|e| AgentError::Config(e.to_string()))?;
+        let client = Client::new(&cfg.vault).map_err(AgentError::Client)?;
         Agent::with_client(cfg, state, client, None)
     }
 
@@ -215,8 +188,7 @@ impl Agent {
             .await
             .map_err(|_| AgentError::OnceTimeout(limit))?;
         for joined in results {
-            let (name, r) =
-                joined.map_err(|e| AgentError::Config(format!("--once worker failed: {e}")))?;
+            let (name, r) = joined.map_err(AgentError::Worker)?;
             r.map_err(|source| AgentError::Once {
                 name,
                 source: Box::new(source),
@@ -542,14 +514,18 @@ fn secret_info(s: &SecretConfig) -> SecretInfo {
 }
 
 fn sink_for(s: &SecretConfig) -> Result<Sink, AgentError> {
-    let error =
-        |e: &dyn std::fmt::Display| AgentError::Config(format!("secret {:?} output: {e}", s.name));
     Ok(match &s.output {
         Output::File { path, .. } => FileSink::new(path.clone(), s.file_mode, s.owner)
-            .map_err(|e| error(&e))?
+            .map_err(|source| AgentError::Output {
+                name: s.name.clone(),
+                source,
+            })?
             .into(),
         Output::Dir { path, .. } => DirSink::new(path.clone(), s.file_mode, s.owner)
-            .map_err(|e| error(&e))?
+            .map_err(|source| AgentError::OutputDir {
+                name: s.name.clone(),
+                source,
+            })?
             .into(),
     })
 }
