@@ -288,8 +288,8 @@ impl<B: Backend> Worker<B> {
             match how {
                 Retire::No => return self.shutdown().await,
                 Retire::Removed => {
-                    if !self.grace_unless_readded().await {
-                        return self.revoke_retrying().await;
+                    if !self.grace_unless_readded().await && !self.revoke_retrying(true).await {
+                        return;
                     }
                     how = Retire::Replaced;
                 }

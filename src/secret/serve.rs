@@ -181,7 +181,6 @@ impl<B: Backend> Worker<B> {
     /// Retired: the app has had the successor (or, for a removed secret, the reload) since
     /// now; after the grace, revoke everything this worker still holds. SIGTERM cuts the
     /// grace short rather than leaving the credentials to their TTL.
-    ///
     pub(super) async fn revoke_after_grace(&mut self) {
         let mut shutdown = self.control.shutdown.clone();
         if !*shutdown.borrow() {
@@ -191,43 +190,64 @@ impl<B: Backend> Worker<B> {
                 _ = tokio::time::sleep(self.cfg.revoke_grace) => {}
             }
         }
-        self.revoke_retrying().await;
+        self.revoke_retrying(false).await;
     }
 
     /// Retired, the grace over: revokes everything this worker holds. A revoke that fails
     /// for a passing fault is retried with backoff while its lease lives, as a running
     /// worker's are: trying once left the credential alive to its TTL after a 429 or a blip
     /// (simulator seeds 1197 and 3875). SIGTERM ends the retries.
-    pub(super) async fn revoke_retrying(&mut self) {
+    ///
+    /// With `readd` (the secret was removed), a later SIGHUP that configures the name again
+    /// stops the retries of the current credential, which the file still holds: it returns
+    /// `true`, and the worker hands the credential over instead (simulator seed 1006).
+    pub(super) async fn revoke_retrying(&mut self, readd: bool) -> bool {
         let mut shutdown = self.control.shutdown.clone();
+        let mut retire = self.control.retire.clone();
         let now = Instant::now();
-        if let Some(held) = self.current.take() {
-            if let Some(lease_id) = held.cred.lease_id.clone() {
-                self.pending_revokes.push(PendingRevoke {
-                    lease_id,
-                    at: now,
-                    attempts: 0,
-                    dies_at: held.latest_end(),
-                    since: now,
-                    how: None,
-                    _watch: None,
-                });
-            }
-        }
         for p in &mut self.pending_revokes {
             p.at = now;
         }
+        // The current credential stays `current` until Vault has revoked it (or it died), so
+        // that a re-add can still hand it over.
+        let held = self.current.as_ref().and_then(|h| {
+            let lease_id = h.cred.lease_id.clone()?;
+            Some(PendingRevoke {
+                lease_id,
+                at: now,
+                attempts: 0,
+                dies_at: h.latest_end(),
+                since: now,
+                how: None,
+                _watch: None,
+            })
+        });
+        let held_id = held.as_ref().map(|p| p.lease_id.clone());
+        self.pending_revokes.extend(held);
         loop {
+            if readd && *retire.borrow_and_update() == Retire::Replaced {
+                self.pending_revokes
+                    .retain(|p| Some(&p.lease_id) != held_id.as_ref());
+                return true;
+            }
             self.revoke_due().await;
+            if !self
+                .pending_revokes
+                .iter()
+                .any(|p| Some(&p.lease_id) == held_id.as_ref())
+            {
+                self.current = None;
+            }
             let Some(next) = self.pending_revokes.iter().map(|p| p.at).min() else {
-                return;
+                return false;
             };
             if *shutdown.borrow() {
-                return;
+                return false;
             }
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => return false,
+                changed = retire.changed(), if readd => if changed.is_err() { return false },
                 _ = tokio::time::sleep_until(next) => {}
             }
         }

@@ -1115,6 +1115,10 @@ pub const SCRIPTED: &[(&str, Script)] = &[
         "removed-secret-retries-a-failed-revoke",
         removed_secret_retries_a_failed_revoke,
     ),
+    (
+        "readded-while-its-revoke-is-retried",
+        readded_while_its_revoke_is_retried,
+    ),
 ];
 
 /// The common base: AppRole, one dynamic secret, no faults, a 20-minute run.
@@ -1278,5 +1282,31 @@ fn removed_secret_retries_a_failed_revoke(dir: &Path) -> Scenario {
     finish(
         sc,
         vec![(S(30), Event::Reload(kept)), (S(34), Event::Fault(fault))],
+    )
+}
+
+/// Found by seed 1006: a removed secret's worker, retrying its revoke, went on after the
+/// secret was configured again, and revoked the credential its file still held while the
+/// new worker could not issue (the database down).
+fn readded_while_its_revoke_is_retried(dir: &Path) -> Scenario {
+    let mut sc = scripted(dir);
+    sc.dyn_ttl = S(1800);
+    let kept = sc.secrets.clone();
+    let mut second = sc.secrets[0].clone();
+    second.name = "db1".into();
+    second.path = "database/creds/app1".into();
+    second.output = dir.join("db1.json");
+    sc.secrets.push(second);
+    let both = sc.secrets.clone();
+    let fault = Fault::new(503, 3).on("sys/leases/revoke");
+    finish(
+        sc,
+        vec![
+            (S(30), Event::Reload(kept)),
+            (S(34), Event::Fault(fault)),
+            (S(37), Event::DbDown(true)),
+            (S(38), Event::Reload(both)),
+            (S(300), Event::DbDown(false)),
+        ],
     )
 }
