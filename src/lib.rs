@@ -55,7 +55,8 @@
 //!   thread.
 //! - [`secret`] (`serve`: the loop and the hand-over when `SIGHUP` replaces a worker; `plan`:
 //!   the next action; `issue`, `renew`, `revoke`; `error`): one secret's life.
-//! - [`agent`]: the workers, probes and signals (as [`agent::Command`]s) together, and the
+//! - [`agent`] (`reload`: `SIGHUP`; `error`): the workers, probes and signals (as
+//!   [`agent::Command`]s) together, and the
 //!   [`agent::AgentError`] whose variant chooses the exit code.
 #![forbid(unsafe_code)]
 
