@@ -9,7 +9,7 @@ use clap::{ArgAction, CommandFactory, Parser};
 use super::{parse_bool, EnvLookup};
 
 /// Command-line flags. Every flag can also be set through `VAULT_ROTATOR_<FLAG>` (upper snake
-/// case); see [`parse`].
+/// case); see `parse`.
 #[derive(Parser, Debug, Default)]
 #[command(
     name = "vault-rotator",

@@ -3,13 +3,13 @@
 //! admin listener; docs/admin.md has its security model.
 //!
 //! - [`router`]: a pure function from a [`Request`] (method, target, peer, the two headers
-//!   that matter) to a [`Reply`], testable without sockets. [`probes`] and [`admin`] hold the
+//!   that matter) to a [`Reply`], testable without sockets. `probes` and [`admin`] hold the
 //!   routes and their handlers; add a route to their tables to serve more.
 //! - [`server`]: the transport. hyper's HTTP/1 server on its own OS thread with its own
 //!   current-thread runtime, so a stuck agent runtime cannot take the probes down (that is
 //!   exactly what `/health` must detect). Every connection has a header deadline, a deadline
 //!   for its whole life, a small read buffer and no keep-alive; at the connection cap the
-//!   oldest connection is closed to make room ([`slots`]), so no client, however slow, can
+//!   oldest connection is closed to make room (`slots`), so no client, however slow, can
 //!   lock kubelet out.
 //!
 //! Why not tiny_http, which the design card suggested: tiny_http 0.12 sets no socket

@@ -1,6 +1,6 @@
 //! Routing: a pure function from a [`Request`] to a [`Reply`], independent of the HTTP
 //! library and testable without sockets. The route tables live with their handlers in
-//! [`super::probes`] and [`super::admin`].
+//! `probes` and `admin`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -180,7 +180,7 @@ impl Router {
 
     /// Routes by path (the query string is ignored). Unknown paths get 404, known paths with
     /// another method 405 with `Allow`, and HEAD the same reply without a body. On the admin
-    /// listener every request must first pass [`admin::admit`], so a refused client learns
+    /// listener every request must first pass `admin::admit`, so a refused client learns
     /// nothing, not even which paths exist.
     ///
     /// May block: `/health` waits up to [`crate::state::LIVENESS_TIMEOUT`] for the agent's

@@ -1,7 +1,7 @@
 //! One secret's life: fetch, write, renew, re-issue, revoke the old one after the grace.
 //!
 //! Each configured secret gets one [`Worker`] running one loop, so there is never more than one
-//! request in flight per lease. The loop asks [`lease::plan`] what to do next, sleeps until
+//! request in flight per lease. The loop asks [`crate::lease::plan`] what to do next, sleeps until
 //! then (or until a manual rotation, a new token, or shutdown), does it, and backs off on
 //! failure. Whatever fails, the file keeps the last good credential: a new one replaces it only
 //! after it has been rendered and written in full.

@@ -173,7 +173,7 @@ impl Event {
     }
 }
 
-/// What happened. [`State::record`] keeps the counters in step with these.
+/// What happened. [`crate::state::State::record`] keeps the counters in step with these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
