@@ -116,6 +116,17 @@ impl<B: Backend> Worker<B> {
             if let Some(held) = &self.current {
                 let old = held.token.clone();
                 let fresh = self.backend.relogin(old.generation).await?;
+                if knows_more(&fresh, &old) {
+                    // The same Vault token, renewed since or renewable again (a policy that
+                    // refused renew-self allows it now): the lease lives on with it, and what
+                    // was taken for its final end is not (simulator seed 4902).
+                    if let Some(held) = self.current.as_mut() {
+                        held.token = fresh;
+                    }
+                    self.set_dies_with_login(false);
+                    self.refresh_expiry();
+                    return Ok(());
+                }
                 if !outlives(&fresh, &old) {
                     let left = old
                         .expires_at()
@@ -361,6 +372,23 @@ impl<B: Backend> Worker<B> {
         };
         held.cred.expires_at = held.deadline().map(to_system);
         Ok(held)
+    }
+}
+
+/// Whether `fresh` is the same Vault token as `old`, seen later and living longer: renewed
+/// since, or no longer at a final end.
+pub(super) fn knows_more(fresh: &Arc<Token>, old: &Arc<Token>) -> bool {
+    if !fresh.same_as(old) || Arc::ptr_eq(fresh, old) || fresh.is_dead() {
+        return false;
+    }
+    let now = Instant::now();
+    if fresh.is_expired(now) {
+        return false;
+    }
+    match (fresh.expires_at(), old.expires_at()) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(f), Some(o)) => fresh.final_end().is_none() || f > o,
     }
 }
 

@@ -1119,6 +1119,10 @@ pub const SCRIPTED: &[(&str, Script)] = &[
         "readded-while-its-revoke-is-retried",
         readded_while_its_revoke_is_retried,
     ),
+    (
+        "token-renewable-again-after-a-denial",
+        token_renewable_again_after_a_denial,
+    ),
 ];
 
 /// The common base: AppRole, one dynamic secret, no faults, a 20-minute run.
@@ -1307,6 +1311,24 @@ fn readded_while_its_revoke_is_retried(dir: &Path) -> Scenario {
             (S(37), Event::DbDown(true)),
             (S(38), Event::Reload(both)),
             (S(300), Event::DbDown(false)),
+        ],
+    )
+}
+
+/// Found by seed 4902: `--auth token`, and renew-self denied for a while. The worker kept the
+/// token's end it had seen as final, and once the policy allowed renewals again (the token
+/// renewed, alive for long), it still took the same token for one that cannot outlive its
+/// lease, and never issued again.
+fn token_renewable_again_after_a_denial(dir: &Path) -> Scenario {
+    let mut sc = scripted(dir);
+    sc.auth = Auth::Token(dir.join("vault-token"));
+    sc.first_token = Some(TokenSpec::new(S(600)));
+    sc.dyn_ttl = S(300);
+    finish(
+        sc,
+        vec![
+            (S(50), Event::Deny("auth/token/renew-self")),
+            (S(400), Event::Allow("auth/token/renew-self")),
         ],
     )
 }
