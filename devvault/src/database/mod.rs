@@ -4,8 +4,8 @@
 //! rotated on a period or cron schedule by the scheduler.
 //!
 //! This file holds the types and the `database/<sub>` dispatch; the endpoint
-//! groups live in [`connection`], [`dynamic`] and [`static_roles`], the
-//! PostgreSQL work over time (rotation, renewal, revocation, jobs) in [`lifecycle`].
+//! groups live in `connection`, `dynamic` and `static_roles`, the
+//! PostgreSQL work over time (rotation, renewal, revocation, jobs) in `lifecycle`.
 
 mod connection;
 pub mod cron;
