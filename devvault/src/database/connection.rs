@@ -2,12 +2,7 @@
 
 use super::*;
 
-pub(super) async fn config(
-    state: &Arc<State>,
-    req: &Req,
-    mount: &str,
-    name: &str,
-) -> ApiResult<Reply> {
+pub async fn config(state: &Arc<State>, req: &Req, mount: &str, name: &str) -> ApiResult<Reply> {
     match req.op {
         Op::Read => {
             let mut core = state.core();

@@ -3,7 +3,7 @@
 
 use super::*;
 
-pub(super) fn role(b: &mut DbBackend, req: &Req, name: &str) -> ApiResult<Reply> {
+pub fn role(b: &mut DbBackend, req: &Req, name: &str) -> ApiResult<Reply> {
     match req.op {
         Op::Read => {
             let r = b.roles.get(name).ok_or_else(ApiError::not_found)?;
@@ -73,12 +73,7 @@ pub(super) fn role(b: &mut DbBackend, req: &Req, name: &str) -> ApiResult<Reply>
     }
 }
 
-pub(super) async fn creds(
-    state: &Arc<State>,
-    req: &Req,
-    mount: &str,
-    name: &str,
-) -> ApiResult<Reply> {
+pub async fn creds(state: &Arc<State>, req: &Req, mount: &str, name: &str) -> ApiResult<Reply> {
     let now = SystemTime::now();
     let caller = req.caller.clone().ok_or_else(ApiError::permission_denied)?;
     let (role, cfg, ttl, warnings) = {

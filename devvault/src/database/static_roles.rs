@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) fn static_creds_data(r: &StaticRole, openbao: bool) -> Value {
+pub fn static_creds_data(r: &StaticRole, openbao: bool) -> Value {
     let now = SystemTime::now();
     let mut m = Map::new();
     m.insert("username".into(), json!(r.username));
@@ -34,7 +34,7 @@ pub(super) fn static_creds_data(r: &StaticRole, openbao: bool) -> Value {
     Value::Object(m)
 }
 
-pub(super) async fn static_role(
+pub async fn static_role(
     state: &Arc<State>,
     req: &Req,
     mount: &str,

@@ -18,7 +18,7 @@ fn cas_of(req: &Req) -> ApiResult<Option<u64>> {
         .map_err(|_| ApiError::bad_request("error parsing check-and-set parameter"))
 }
 
-pub(super) fn data(kv: &mut KvStore, req: &Req, key: &str) -> ApiResult<Reply> {
+pub fn data(kv: &mut KvStore, req: &Req, key: &str) -> ApiResult<Reply> {
     let now = SystemTime::now();
     match req.op {
         Op::Read => {
@@ -185,7 +185,7 @@ fn versions_list(req: &Req) -> ApiResult<Vec<u64>> {
     Ok(vs)
 }
 
-pub(super) fn versions_op(kv: &mut KvStore, req: &Req, kind: &str, key: &str) -> ApiResult<Reply> {
+pub fn versions_op(kv: &mut KvStore, req: &Req, kind: &str, key: &str) -> ApiResult<Reply> {
     if !matches!(req.op, Op::Update | Op::Create) {
         return Err(ApiError::unsupported_operation());
     }

@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) fn config(kv: &mut KvStore, req: &Req) -> ApiResult<Reply> {
+pub fn config(kv: &mut KvStore, req: &Req) -> ApiResult<Reply> {
     match req.op {
         Op::Read => Ok(Reply::Logical(Logical::data(json!({
             "cas_required": kv.cas_required,
@@ -25,7 +25,7 @@ pub(super) fn config(kv: &mut KvStore, req: &Req) -> ApiResult<Reply> {
     }
 }
 
-pub(super) fn metadata(kv: &mut KvStore, req: &Req, key: &str, flavor: Flavor) -> ApiResult<Reply> {
+pub fn metadata(kv: &mut KvStore, req: &Req, key: &str, flavor: Flavor) -> ApiResult<Reply> {
     let now = SystemTime::now();
     match req.op {
         Op::List => keys_reply(list_keys(kv.v2.keys(), key)),
@@ -102,7 +102,7 @@ pub(super) fn metadata(kv: &mut KvStore, req: &Req, key: &str, flavor: Flavor) -
     }
 }
 
-pub(super) fn subkeys(kv: &mut KvStore, req: &Req, key: &str) -> ApiResult<Reply> {
+pub fn subkeys(kv: &mut KvStore, req: &Req, key: &str) -> ApiResult<Reply> {
     if req.op != Op::Read {
         return Err(ApiError::unsupported_operation());
     }

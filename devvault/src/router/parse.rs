@@ -4,7 +4,7 @@
 use super::*;
 
 /// Paths that need no token.
-pub(super) fn unauthenticated(path: &str) -> bool {
+pub fn unauthenticated(path: &str) -> bool {
     matches!(
         path,
         "sys/health" | "sys/seal-status" | "sys/leader" | "sys/init" | "sys/wrapping/unwrap"
@@ -22,7 +22,7 @@ pub fn is_login(path: &str) -> bool {
 }
 
 /// Paths that additionally need `sudo` for non-root tokens.
-pub(super) fn needs_sudo(path: &str, op: Op) -> bool {
+pub fn needs_sudo(path: &str, op: Op) -> bool {
     (path.starts_with("sys/auth/") && op != Op::Read)
         || path.starts_with("sys/leases/revoke-prefix")
         || path.starts_with("sys/leases/revoke-force")
@@ -30,12 +30,12 @@ pub(super) fn needs_sudo(path: &str, op: Op) -> bool {
         || path == "sys/seal"
 }
 
-pub(super) fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// The client token: `X-Vault-Token` wins, else `Authorization: Bearer`.
-pub(super) fn token_of(h: &HeaderMap) -> Option<String> {
+pub fn token_of(h: &HeaderMap) -> Option<String> {
     if let Some(t) = header(h, "x-vault-token").filter(|t| !t.is_empty()) {
         return Some(t.to_string());
     }
@@ -46,7 +46,7 @@ pub(super) fn token_of(h: &HeaderMap) -> Option<String> {
 }
 
 /// Parses the body: JSON object, or a form when so declared.
-pub(super) fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Map<String, Value>> {
+pub fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Map<String, Value>> {
     let trimmed: &[u8] = body.trim_ascii();
     if trimmed.is_empty() {
         return Ok(Map::new());
@@ -67,7 +67,7 @@ pub(super) fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Map<Strin
     }
 }
 
-pub(super) fn parse_wrap_ttl(h: &HeaderMap) -> ApiResult<Option<Duration>> {
+pub fn parse_wrap_ttl(h: &HeaderMap) -> ApiResult<Option<Duration>> {
     let Some(v) = header(h, "x-vault-wrap-ttl") else {
         return Ok(None);
     };

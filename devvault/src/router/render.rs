@@ -19,7 +19,7 @@ fn envelope_of(l: &Logical, request_id: &str, flavor: Flavor, mount_type: &str) 
     r
 }
 
-pub(super) fn wrap_reply(
+pub fn wrap_reply(
     state: &Arc<State>,
     req: &Req,
     l: &Logical,
@@ -58,7 +58,7 @@ fn serialize_logical(l: &Logical, request_id: &str, flavor: Flavor, mount_type: 
     }
 }
 
-pub(super) fn render(
+pub fn render(
     state: &Arc<State>,
     reply: Reply,
     request_id: &str,
