@@ -2,6 +2,9 @@
 //! package does, check seal state, token and ACL, dispatch to the engine
 //! that owns the path, run revocation jobs, optionally wrap the response,
 //! and render the envelope.
+//!
+//! This file is the pipeline itself; reading the request is in `parse`,
+//! writing the answer in `render`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,88 +25,12 @@ use crate::sys;
 use crate::tokens;
 use crate::util;
 
-/// Paths that need no token.
-fn unauthenticated(path: &str) -> bool {
-    matches!(
-        path,
-        "sys/health" | "sys/seal-status" | "sys/leader" | "sys/init" | "sys/wrapping/unwrap"
-    ) || path.starts_with("sys/internal/ui/mounts")
-        || is_login(path)
-}
+mod parse;
+mod render;
 
-/// `auth/<mount>/login` (and `login/<x>`).
-pub fn is_login(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix("auth/") else {
-        return false;
-    };
-    let parts: Vec<&str> = rest.split('/').collect();
-    parts.len() >= 2 && parts[1] == "login" && parts[0] != "token"
-}
-
-/// Paths that additionally need `sudo` for non-root tokens.
-fn needs_sudo(path: &str, op: Op) -> bool {
-    (path.starts_with("sys/auth/") && op != Op::Read)
-        || path.starts_with("sys/leases/revoke-prefix")
-        || path.starts_with("sys/leases/revoke-force")
-        || path == "auth/token/revoke-orphan"
-        || path == "sys/seal"
-}
-
-fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    h.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// The client token: `X-Vault-Token` wins, else `Authorization: Bearer`.
-fn token_of(h: &HeaderMap) -> Option<String> {
-    if let Some(t) = header(h, "x-vault-token").filter(|t| !t.is_empty()) {
-        return Some(t.to_string());
-    }
-    header(h, "authorization")
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-}
-
-/// Parses the body: JSON object, or a form when so declared.
-fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Map<String, Value>> {
-    let trimmed: &[u8] = body.trim_ascii();
-    if trimmed.is_empty() {
-        return Ok(Map::new());
-    }
-    if content_type.starts_with("application/x-www-form-urlencoded")
-        && !matches!(trimmed.first(), Some(b'{') | Some(b'['))
-    {
-        let s = String::from_utf8_lossy(trimmed);
-        return Ok(util::parse_query(&s)
-            .into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect());
-    }
-    match serde_json::from_slice::<Value>(trimmed) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(Value::Null) => Ok(Map::new()),
-        _ => Err(ApiError::bad_json()),
-    }
-}
-
-fn parse_wrap_ttl(h: &HeaderMap) -> ApiResult<Option<Duration>> {
-    let Some(v) = header(h, "x-vault-wrap-ttl") else {
-        return Ok(None);
-    };
-    let v = v.trim();
-    if v.is_empty() {
-        return Ok(None);
-    }
-    if v.starts_with('-') {
-        return Err(ApiError::bad_request(
-            "error parsing X-Vault-Wrap-TTL header: requested wrap ttl cannot be negative",
-        ));
-    }
-    let d = util::parse_duration_str(v).map_err(|e| {
-        ApiError::bad_request(format!("error parsing X-Vault-Wrap-TTL header: {e}"))
-    })?;
-    Ok(if d.is_zero() { None } else { Some(d) })
-}
+pub use parse::is_login;
+use parse::{header, needs_sudo, parse_body, parse_wrap_ttl, token_of, unauthenticated};
+use render::{render, wrap_reply};
 
 /// Handles one `/v1/...` request end to end.
 pub async fn handle_v1(
@@ -379,126 +306,4 @@ async fn route(state: &Arc<State>, req: &mut Req) -> ApiResult<Reply> {
     }
     let mut core = state.core();
     kv::handle(&mut core, req, &mount, &sub)
-}
-
-fn envelope_of(l: &Logical, request_id: &str, flavor: Flavor, mount_type: &str) -> HttpResponse {
-    let mt = l.mount_type.as_deref().unwrap_or(mount_type);
-    let mut r = HttpResponse::empty(request_id.to_string(), flavor, mt);
-    r.lease_id = l.lease_id.clone();
-    r.renewable = l.renewable;
-    r.lease_duration = l.lease_duration;
-    r.data = l.data.clone();
-    r.warnings = if l.warnings.is_empty() {
-        None
-    } else {
-        Some(l.warnings.clone())
-    };
-    r.auth = l.auth.clone();
-    r
-}
-
-fn wrap_reply(
-    state: &Arc<State>,
-    req: &Req,
-    l: &Logical,
-    mount_type: &str,
-    ttl: Duration,
-) -> Reply {
-    let body = serialize_logical(l, &req.request_id, state.flavor, mount_type);
-    let wrapped_accessor = l
-        .auth
-        .as_ref()
-        .map(|a| a.accessor.clone())
-        .or_else(|| {
-            l.data
-                .as_ref()
-                .and_then(|d| d.get("secret_id_accessor"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    let info = {
-        let mut core = state.core();
-        let prefix = core.flavor.token_prefix();
-        core.wraps
-            .wrap(prefix, body, ttl, &req.path, wrapped_accessor)
-    };
-    state.wake.notify_one();
-    Reply::Wrapped(info)
-}
-
-fn serialize_logical(l: &Logical, request_id: &str, flavor: Flavor, mount_type: &str) -> Vec<u8> {
-    let env = envelope_of(l, request_id, flavor, mount_type);
-    if l.inject {
-        envelope::inject_top_level(&env)
-    } else {
-        envelope::go_json(&env)
-    }
-}
-
-fn render(
-    state: &Arc<State>,
-    reply: Reply,
-    request_id: &str,
-    mount_type: &str,
-    _path: &str,
-) -> HttpOut {
-    let flavor = state.flavor;
-    match reply {
-        Reply::NoContent => HttpOut {
-            status: 204,
-            headers: Vec::new(),
-            body: Vec::new(),
-        },
-        Reply::Accepted => HttpOut {
-            status: 202,
-            headers: Vec::new(),
-            body: Vec::new(),
-        },
-        Reply::Raw { status, body } => HttpOut {
-            status,
-            headers: Vec::new(),
-            body,
-        },
-        Reply::Wrapped(info) => {
-            // Wrapped envelopes carry only wrap_info; request_id stays empty
-            // (Vault's respondLogical does not set it on this branch).
-            let mut r = HttpResponse::empty(String::new(), flavor, "");
-            r.wrap_info = Some(info);
-            HttpOut {
-                status: 200,
-                headers: Vec::new(),
-                body: envelope::go_json(&r),
-            }
-        }
-        Reply::Unwrapped(body) => {
-            if body.is_empty() {
-                HttpOut {
-                    status: 204,
-                    headers: Vec::new(),
-                    body,
-                }
-            } else {
-                HttpOut {
-                    status: 200,
-                    headers: Vec::new(),
-                    body,
-                }
-            }
-        }
-        Reply::Logical(l) => {
-            let status = l.status.unwrap_or(200);
-            // RespondWithStatusCode bodies never get mount_type filled in.
-            let mt = if l.status.is_some() { "" } else { mount_type };
-            let mut l = l;
-            if l.status.is_some() {
-                l.mount_type = None;
-            }
-            HttpOut {
-                status,
-                headers: Vec::new(),
-                body: serialize_logical(&l, request_id, flavor, mt),
-            }
-        }
-    }
 }
