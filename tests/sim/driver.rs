@@ -397,6 +397,8 @@ struct Doings {
     /// Per secret name: since when it has been configured without a break. A file left by a
     /// removed secret may hold a credential revoked while it was not configured.
     configured_since: BTreeMap<String, Instant>,
+    /// The most secrets configured at once, over the reloads.
+    most_secrets: usize,
 }
 
 struct Run {
@@ -529,6 +531,7 @@ impl Run {
                     self.did.configured_since.entry(n).or_insert(now);
                 }
                 let cfg = load_config(&self.sc, &secrets, self.reload_count);
+                self.did.most_secrets = self.did.most_secrets.max(secrets.len());
                 self.secrets = secrets;
                 self.did.reloads.push(now);
                 self.did.operator_actions.push(now);
@@ -721,6 +724,22 @@ impl Run {
             .min(self.sc.approle_token.max_ttl.unwrap_or(self.sc.dyn_max))
             .max(S(1));
         let window = lifetime.max(S(60));
+        let secrets = self
+            .did
+            .most_secrets
+            .max(self.sc.secrets.len())
+            .max(self.secrets.len())
+            .max(1);
+        // A login whose token cannot be renewed takes its leases with it: each secret then
+        // needs a new credential about every half of the token's TTL (seed 5674: 31 s
+        // tokens, two secrets). Otherwise, one every 20 s in all is already a flood.
+        let forced = match (&self.sc.auth, self.sc.approle_token.renewable) {
+            (Auth::AppRole, false) => {
+                let step = (self.sc.approle_token.ttl / 2).clamp(S(1), S(20));
+                secrets * (window.as_secs() / step.as_secs()) as usize
+            }
+            _ => (window.as_secs() / 20) as usize,
+        };
         let mut lo = 0;
         for (hi, i) in issued.iter().enumerate() {
             while issued[lo].at + window <= i.at {
@@ -732,10 +751,10 @@ impl Run {
                 .iter()
                 .filter(|t| **t + window > i.at && **t <= i.at)
                 .count();
-            let bound = 6 * self.secrets.len().max(1)
+            let bound = 6 * secrets
+                + forced
                 + 2 * ops
-                + 2 * (self.did.revoked_leases.len() + self.did.revoked_tokens.len())
-                + (window.as_secs() / 20) as usize;
+                + 2 * (self.did.revoked_leases.len() + self.did.revoked_tokens.len());
             if hi + 1 - lo > bound {
                 self.flag(
                     "no floods",
