@@ -414,6 +414,16 @@ struct Run {
     files: FileCache,
 }
 
+struct LostReads(Vec<(Instant, String)>);
+
+impl LostReads {
+    /// Whether this credential was made by a read whose answer was lost.
+    fn made(&self, i: &crate::model::Issued) -> bool {
+        let path = i.lease_id.rsplit_once('/').map_or("", |(p, _)| p);
+        self.0.iter().any(|(at, p)| *at == i.at && p == path)
+    }
+}
+
 /// The output files as last parsed, keyed by what `stat` says of them: the checks look at
 /// every file every simulated second, and the agent rewrites them far less often (always by
 /// rename, so a new write is a new inode).
@@ -643,6 +653,18 @@ impl Run {
         Ok(())
     }
 
+    /// The reads Vault served whose answers the agent never got (a timeout).
+    fn lost_reads(&self) -> LostReads {
+        LostReads(
+            self.model
+                .requests()
+                .into_iter()
+                .filter(|r| r.status.is_none() && r.served.is_some())
+                .map(|r| (r.at, r.path))
+                .collect(),
+        )
+    }
+
     /// When the driver revoked this user's lease, or its parent token, out of band.
     fn revoked_out_of_band(&self, user: &str) -> Option<Instant> {
         let lease = self.model.lease_of(user)?;
@@ -717,7 +739,15 @@ impl Run {
                 )?;
             }
         }
-        let issued = self.model.issued();
+        // Credentials whose answer was lost are retries the backoff check governs: with Vault
+        // slower than the client's timeout, each retry at the backoff cap makes one (seed 7572).
+        let lost = self.lost_reads();
+        let issued: Vec<_> = self
+            .model
+            .issued()
+            .into_iter()
+            .filter(|i| !lost.made(i))
+            .collect();
         let lifetime = self
             .sc
             .dyn_max
@@ -849,19 +879,9 @@ impl Run {
         let bound = grace + self.sc.backoff_max * 3 + S(60);
         // A read whose answer was lost (a timeout after Vault served it) made a lease the
         // agent never heard of: it can only die at its TTL, or with its token.
-        let lost: Vec<(Instant, String)> = self
-            .model
-            .requests()
-            .into_iter()
-            .filter(|r| r.status.is_none() && r.served.is_some())
-            .map(|r| (r.at, r.path))
-            .collect();
+        let lost = self.lost_reads();
         for i in self.model.issued() {
-            if in_files.contains(&i.username) {
-                continue;
-            }
-            let path = i.lease_id.rsplit_once('/').map_or("", |(p, _)| p);
-            if lost.iter().any(|(at, p)| *at == i.at && p == path) {
+            if in_files.contains(&i.username) || lost.made(&i) {
                 continue;
             }
             if self.model.lease_state(&i.lease_id) != Some(LeaseState::Live) {
