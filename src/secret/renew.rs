@@ -167,7 +167,12 @@ impl<B: Backend> Worker<B> {
         // The password in the file dies the moment Vault rotates it, before the answer is
         // back and the new one is read: from now on it counts as ended.
         if let Some(held) = self.current.as_mut() {
-            held.rotates_at = Some(Instant::now());
+            let now = Instant::now();
+            held.rotates_at = Some(now);
+            // And it is read again as soon as the backoff allows, should the rotation or the
+            // read after it fail: not at the refresh planned for the old password, which may
+            // be Vault's own rotation an hour away (simulator seed 9312).
+            held.refresh_at = Some(held.refresh_at.map_or(now, |r| r.min(now)));
         }
         self.refresh_expiry();
         let rotate_path = self

@@ -1162,6 +1162,10 @@ pub const SCRIPTED: &[(&str, Script)] = &[
         "token-renewable-again-after-a-denial",
         token_renewable_again_after_a_denial,
     ),
+    (
+        "static-rotation-denied-then-allowed",
+        static_rotation_denied_then_allowed,
+    ),
 ];
 
 /// The common base: AppRole, one dynamic secret, no faults, a 20-minute run.
@@ -1368,6 +1372,30 @@ fn token_renewable_again_after_a_denial(dir: &Path) -> Scenario {
         vec![
             (S(50), Event::Deny("auth/token/renew-self")),
             (S(400), Event::Allow("auth/token/renew-self")),
+        ],
+    )
+}
+
+/// Found by seed 9312: `--rotate-every` on a static role, and then a policy that denies the
+/// whole mount. The denied rotate-role marked the password ended, the read after it was denied
+/// too, and the next read was planned for Vault's own rotation, an hour away: the file's
+/// password stayed expired long after the policy allowed reads again.
+fn static_rotation_denied_then_allowed(dir: &Path) -> Scenario {
+    let mut sc = scripted(dir);
+    sc.secrets = vec![SecretSpec {
+        name: "st0".into(),
+        kind: Kind::Static,
+        path: "database/static-creds/svc0".into(),
+        output: dir.join("st0.json"),
+        grace: S(5),
+        rotate_every: Some(S(65)),
+        file_mode: 0o400,
+    }];
+    finish(
+        sc,
+        vec![
+            (S(100), Event::Deny("database/")),
+            (S(300), Event::Allow("database/")),
         ],
     )
 }
