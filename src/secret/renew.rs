@@ -167,12 +167,7 @@ impl<B: Backend> Worker<B> {
         // The password in the file dies the moment Vault rotates it, before the answer is
         // back and the new one is read: from now on it counts as ended.
         if let Some(held) = self.current.as_mut() {
-            let now = Instant::now();
-            held.rotates_at = Some(now);
-            // And it is read again as soon as the backoff allows, should the rotation or the
-            // read after it fail: not at the refresh planned for the old password, which may
-            // be Vault's own rotation an hour away (simulator seed 9312).
-            held.refresh_at = Some(held.refresh_at.map_or(now, |r| r.min(now)));
+            held.rotates_at = Some(Instant::now());
         }
         self.refresh_expiry();
         let rotate_path = self
@@ -199,6 +194,12 @@ impl<B: Backend> Worker<B> {
                 tracing::warn!(secret = %self.cfg.name, error = %e, "the policy does not allow rotate-role; relying on Vault's own rotation schedule");
                 self.rotate_denied = true;
                 // Nothing rotated: read the role again, which restores the password's end.
+                // Should that read fail too, the next one comes when its backoff allows, not
+                // at the refresh planned for the old password, which may be Vault's own
+                // rotation an hour away (simulator seed 9312).
+                if let Some(held) = self.current.as_mut() {
+                    held.refresh_at = Some(Instant::now());
+                }
                 self.reread().await
             }
             Err(e) => Err(e),
