@@ -115,7 +115,13 @@ impl<B: Backend> Worker<B> {
             // this one. Chasing the same token would re-issue ever faster as its end nears.
             if let Some(held) = &self.current {
                 let old = held.token.clone();
-                let fresh = self.backend.relogin(old.generation).await?;
+                let mut fresh = self.backend.relogin(old.generation).await?;
+                if fresh.same_as(&old) && !Arc::ptr_eq(&fresh, &old) && !knows_more(&fresh, &old) {
+                    // Another read of the token file (or login) since found the same token.
+                    // A new one may be there by now: look again, on this retry's backoff,
+                    // rather than wait for the renewer's next planned login (seed 36862).
+                    fresh = self.backend.relogin(fresh.generation).await?;
+                }
                 if knows_more(&fresh, &old) {
                     // The same Vault token, renewed since or renewable again (a policy that
                     // refused renew-self allows it now): the lease lives on with it, and what

@@ -1166,6 +1166,10 @@ pub const SCRIPTED: &[(&str, Script)] = &[
         "static-rotation-denied-then-allowed",
         static_rotation_denied_then_allowed,
     ),
+    (
+        "new-token-file-while-the-old-token-ends",
+        new_token_file_while_the_old_token_ends,
+    ),
 ];
 
 /// The common base: AppRole, one dynamic secret, no faults, a 20-minute run.
@@ -1397,5 +1401,24 @@ fn static_rotation_denied_then_allowed(dir: &Path) -> Scenario {
             (S(100), Event::Deny("database/")),
             (S(300), Event::Allow("database/")),
         ],
+    )
+}
+
+/// Found by seed 36862: `--auth token` with a non-renewable token that cannot outlive the
+/// lease. Once one re-read of the token file had found the same token, the workers' retries
+/// were answered with that read instead of reading the file again, so a new token put there
+/// was picked up only at the renewer's next planned login, minutes later.
+fn new_token_file_while_the_old_token_ends(dir: &Path) -> Scenario {
+    let mut sc = scripted(dir);
+    sc.auth = Auth::Token(dir.join("vault-token"));
+    sc.first_token = Some(TokenSpec::new(S(1774)).renewable(false));
+    sc.dyn_ttl = S(178);
+    sc.dyn_max = S(712);
+    sc.quiet_at = S(1276);
+    sc.horizon = S(1700);
+    let horizon = sc.horizon;
+    finish(
+        sc,
+        vec![(S(1276), Event::NewToken(TokenSpec::new(horizon * 2)))],
     )
 }
