@@ -1278,11 +1278,7 @@ fn reload_during_the_splay(dir: &Path) -> Scenario {
     let mut sc = scripted(dir);
     sc.splay = S(5);
     let mut added = sc.secrets.clone();
-    let mut second = added[0].clone();
-    second.name = "db1".into();
-    second.path = "database/creds/app1".into();
-    second.output = dir.join("db1.json");
-    added.push(second);
+    added.push(second_secret(&sc, dir));
     finish(sc, vec![(S(1), Event::Reload(added))])
 }
 
@@ -1324,10 +1320,7 @@ fn removed_secret_retries_a_failed_revoke(dir: &Path) -> Scenario {
     let mut sc = scripted(dir);
     sc.dyn_ttl = S(1800);
     let kept = sc.secrets.clone();
-    let mut second = sc.secrets[0].clone();
-    second.name = "db1".into();
-    second.path = "database/creds/app1".into();
-    second.output = dir.join("db1.json");
+    let second = second_secret(&sc, dir);
     sc.secrets.push(second);
     let fault = Fault::new(503, 2).on("sys/leases/revoke");
     finish(
@@ -1343,10 +1336,7 @@ fn readded_while_its_revoke_is_retried(dir: &Path) -> Scenario {
     let mut sc = scripted(dir);
     sc.dyn_ttl = S(1800);
     let kept = sc.secrets.clone();
-    let mut second = sc.secrets[0].clone();
-    second.name = "db1".into();
-    second.path = "database/creds/app1".into();
-    second.output = dir.join("db1.json");
+    let second = second_secret(&sc, dir);
     sc.secrets.push(second);
     let both = sc.secrets.clone();
     let fault = Fault::new(503, 3).on("sys/leases/revoke");
@@ -1421,4 +1411,13 @@ fn new_token_file_while_the_old_token_ends(dir: &Path) -> Scenario {
         sc,
         vec![(S(1276), Event::NewToken(TokenSpec::new(horizon * 2)))],
     )
+}
+
+/// A second dynamic secret like the scripted scenario's first: `db1`, from `app1`.
+fn second_secret(sc: &Scenario, dir: &Path) -> SecretSpec {
+    let mut second = sc.secrets[0].clone();
+    second.name = "db1".into();
+    second.path = "database/creds/app1".into();
+    second.output = dir.join("db1.json");
+    second
 }
