@@ -20,6 +20,9 @@ pub enum SecretError {
     /// `--auth token` token near its end, or a failing login). Kept until its real end.
     #[error("the Vault token ends in {} and no newer token can be had; the credential in the file dies with it", humantime::format_duration(*.0))]
     TokenEnding(Duration),
+    /// SIGHUP retired the worker before the request could start: its successor fetches.
+    #[error("replaced by SIGHUP before the request was made")]
+    Retired,
     #[error("{path}: {reason}")]
     Shape { path: String, reason: String },
     #[error("render: {0}")]
@@ -39,7 +42,10 @@ impl SecretError {
         match self {
             SecretError::Auth(_) => "auth",
             SecretError::TokenEnding(_) => "auth",
-            SecretError::Vault(_) | SecretError::Denied(_) | SecretError::Shape { .. } => "fetch",
+            SecretError::Vault(_)
+            | SecretError::Denied(_)
+            | SecretError::Retired
+            | SecretError::Shape { .. } => "fetch",
             SecretError::Render(_) => "render",
             SecretError::Write(_) | SecretError::WriteDir(_) | SecretError::SinkMismatch => "write",
         }
@@ -79,7 +85,10 @@ pub(super) fn is_retryable(e: &SecretError) -> bool {
         SecretError::Denied(_) => true,
         SecretError::TokenEnding(_) => true,
         SecretError::Auth(a) => a.vault_error().is_none_or(VaultError::is_transient),
-        SecretError::Shape { .. } | SecretError::Render(_) | SecretError::SinkMismatch => false,
+        SecretError::Shape { .. }
+        | SecretError::Render(_)
+        | SecretError::SinkMismatch
+        | SecretError::Retired => false,
         SecretError::Write(_) | SecretError::WriteDir(_) => true,
     }
 }

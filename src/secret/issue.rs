@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::error::{answered_for_the_mount, SecretError};
-use super::{Held, PendingRevoke, Worker, STATIC_SETTLE};
+use super::{Call, Held, PendingRevoke, Retire, Worker, STATIC_SETTLE};
 use crate::credential::{Credential, FieldValue, SecretKind, SecretValue};
 use crate::lease::{Lease, Why};
 use crate::state::{EventKind, RevokeHow};
@@ -20,14 +20,20 @@ impl<B: Backend> Worker<B> {
     /// Runs a Vault call with the current token. A 403 is either a dead token or a policy
     /// denial; only a dead token (confirmed with `lookup-self`, since OpenBao and older Vault
     /// say just "permission denied") earns a new login and one more try.
+    ///
+    /// A [`Call::Fetch`] starts no request once SIGHUP has retired the worker: its successor
+    /// fetches under the new settings, and a fetch from here (the retry after a new login)
+    /// would hit Vault beside the successor's first one (simulator seed 50289).
     pub(super) async fn with_token<T, F, Fut>(
         &self,
+        what: Call,
         call: F,
     ) -> Result<(T, Arc<Token>), SecretError>
     where
         F: Fn(SecretValue) -> Fut,
         Fut: std::future::Future<Output = Result<T, VaultError>>,
     {
+        self.may_start(what)?;
         let token = self.backend.token().await?;
         let refusal = match call(token.secret().clone()).await {
             Ok(v) => return Ok((v, token)),
@@ -45,11 +51,19 @@ impl<B: Backend> Worker<B> {
         }
         tracing::debug!(secret = %self.cfg.name, "the token is gone; logging in again before retrying once");
         let fresh = self.backend.relogin(token.generation).await?;
+        self.may_start(what)?;
         match call(fresh.secret().clone()).await {
             Ok(v) => Ok((v, fresh)),
             Err(e) if e.is_forbidden() => Err(SecretError::Denied(e)),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn may_start(&self, what: Call) -> Result<(), SecretError> {
+        if what == Call::Fetch && *self.control.retire.borrow() != Retire::No {
+            return Err(SecretError::Retired);
+        }
+        Ok(())
     }
 
     pub(super) async fn resolve_kind(&mut self) -> Result<SecretKind, SecretError> {
@@ -61,7 +75,7 @@ impl<B: Backend> Worker<B> {
         let backend = self.backend.clone();
         let path = self.cfg.path.clone();
         let info = self
-            .with_token(|t| {
+            .with_token(Call::Fetch, |t| {
                 let backend = backend.clone();
                 let path = path.clone();
                 async move { backend.mount_info(&t, &path).await }
@@ -149,7 +163,7 @@ impl<B: Backend> Worker<B> {
         let backend = self.backend.clone();
         let path = self.read_path.clone();
         let (env, token) = self
-            .with_token(|t| {
+            .with_token(Call::Fetch, |t| {
                 let backend = backend.clone();
                 let path = path.clone();
                 async move { backend.read(&t, &path).await }

@@ -56,6 +56,18 @@ pub enum Retire {
     Replaced,
 }
 
+/// What a Vault call does for the worker, which decides whether it may start once SIGHUP
+/// retired the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    /// Gets a credential, or makes Vault change one (reads, rotate-role): only while the
+    /// worker is the secret's current one.
+    Fetch,
+    /// Keeps what the worker holds alive, or gives it back (renewals, revokes): also while
+    /// it hands over and after.
+    Upkeep,
+}
+
 /// How a hand-over ended.
 enum HandOver {
     /// The new worker wrote its credential: this one's grace starts.

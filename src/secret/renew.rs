@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::error::SecretError;
-use super::{Worker, STATIC_RECHECK};
+use super::{Call, Worker, STATIC_RECHECK};
 use crate::credential::SecretKind;
 use crate::lease::Why;
 use crate::state::EventKind;
@@ -29,7 +29,7 @@ impl<B: Backend> Worker<B> {
         let sent = Instant::now();
         let backend = self.backend.clone();
         let result = self
-            .with_token(|t| {
+            .with_token(Call::Upkeep, |t| {
                 let backend = backend.clone();
                 let id = id.clone();
                 async move { backend.renew_lease(&t, &id, asked).await }
@@ -120,7 +120,7 @@ impl<B: Backend> Worker<B> {
         let backend = self.backend.clone();
         let path = self.read_path.clone();
         let (env, token) = self
-            .with_token(|t| {
+            .with_token(Call::Fetch, |t| {
                 let backend = backend.clone();
                 let path = path.clone();
                 async move { backend.read(&t, &path).await }
@@ -176,7 +176,7 @@ impl<B: Backend> Worker<B> {
         let backend = self.backend.clone();
         let path = rotate_path.clone();
         let result = self
-            .with_token(|t| {
+            .with_token(Call::Fetch, |t| {
                 let backend = backend.clone();
                 let path = path.clone();
                 async move { backend.rotate_role(&t, &path).await }

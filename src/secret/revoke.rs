@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::error::is_transient;
-use super::Worker;
+use super::{Call, Worker};
 use crate::drain::DrainOutcome;
 use crate::lease::Backoff;
 use crate::state::RevokeHow;
@@ -50,7 +50,7 @@ impl<B: Backend> Worker<B> {
         let backend = self.backend.clone();
         let id = lease_id.to_string();
         let result = self
-            .with_token(|t| {
+            .with_token(Call::Upkeep, |t| {
                 let backend = backend.clone();
                 let id = id.clone();
                 async move { backend.revoke_lease(&t, &id).await }

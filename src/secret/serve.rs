@@ -79,6 +79,8 @@ impl<B: Backend> Worker<B> {
                     self.denied = false;
                     self.backoff.reset();
                 }
+                // Nothing was asked of Vault, and the name's state is the successor's now.
+                Err(SecretError::Retired) => {}
                 Err(e) => {
                     let wait = self.backoff_for(&e);
                     self.retry_at = Some(Instant::now() + wait);

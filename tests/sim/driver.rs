@@ -1170,6 +1170,10 @@ pub const SCRIPTED: &[(&str, Script)] = &[
         "new-token-file-while-the-old-token-ends",
         new_token_file_while_the_old_token_ends,
     ),
+    (
+        "retired-during-a-new-login-reads-nothing",
+        retired_during_a_new_login_reads_nothing,
+    ),
 ];
 
 /// The common base: AppRole, one dynamic secret, no faults, a 20-minute run.
@@ -1410,6 +1414,32 @@ fn new_token_file_while_the_old_token_ends(dir: &Path) -> Scenario {
     finish(
         sc,
         vec![(S(1276), Event::NewToken(TokenSpec::new(horizon * 2)))],
+    )
+}
+
+/// Found by seed 50289: the token revoked out of band while issues failed (database down),
+/// and a SIGHUP that changed the secret while its worker was logging in again. The retired
+/// worker still made its "retry once with the new token" read, at the instant its successor
+/// made its first: two reads of one path, the second with no backoff after the first's
+/// failure.
+fn retired_during_a_new_login_reads_nothing(dir: &Path) -> Scenario {
+    let mut sc = scripted(dir);
+    sc.backoff_min = S(5);
+    let mut regraced = sc.secrets.clone();
+    regraced[0].grace = S(10);
+    finish(
+        sc,
+        vec![
+            (S(10), Event::DbDown(true)),
+            (S(11), Event::Latency(S(1))),
+            (S(12), Event::RotateAll),
+            (S(15), Event::RevokeCurrentToken),
+            // The old worker's issue meets the revoked token at 18 s and logs in again, slowed
+            // by the latency, until 19.2 s.
+            (S(19), Event::Reload(regraced)),
+            (S(200), Event::Latency(S(0))),
+            (S(300), Event::DbDown(false)),
+        ],
     )
 }
 
