@@ -45,18 +45,35 @@ impl SetReader {
         let (flag, dir) = (stop.clone(), dir.to_path_buf());
         let thread = std::thread::spawn(move || {
             let mut report = ReadReport::default();
-            while !flag.load(Ordering::Relaxed) {
-                match read_set(&dir) {
+            // Reads after the stop, until one is whole: the last swap may have come after
+            // this thread's last read, and the report must include the final generation.
+            let mut after_stop = 0;
+            loop {
+                let stopping = flag.load(Ordering::Acquire);
+                let whole = match read_set(&dir) {
                     Ok(Some(n)) => {
                         report.checked += 1;
                         report.generations.insert(n);
+                        true
                     }
-                    Ok(None) => report.retried += 1,
-                    Err(problem) if report.problems.len() < 20 => report.problems.push(problem),
-                    Err(_) => {}
+                    Ok(None) => {
+                        report.retried += 1;
+                        false
+                    }
+                    Err(problem) => {
+                        if report.problems.len() < 20 {
+                            report.problems.push(problem);
+                        }
+                        false
+                    }
+                };
+                if stopping {
+                    after_stop += 1;
+                    if whole || after_stop >= 100 {
+                        return report;
+                    }
                 }
             }
-            report
         });
         SetReader {
             stop,
@@ -65,7 +82,7 @@ impl SetReader {
     }
 
     fn finish(mut self) -> ReadReport {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Release);
         self.thread.take().unwrap().join().expect("reader thread")
     }
 }
