@@ -232,7 +232,14 @@ impl<B: Backend> Worker<B> {
                     .retain(|p| Some(&p.lease_id) != held_id.as_ref());
                 return true;
             }
-            self.revoke_due().await;
+            // The re-add is checked again before the current credential's revoke is sent:
+            // other revokes before it may have taken long enough for a SIGHUP to come.
+            let readded = retire.clone();
+            let held = held_id.clone();
+            self.revoke_due_sparing(|id| {
+                readd && Some(id) == held.as_deref() && *readded.borrow() == Retire::Replaced
+            })
+            .await;
             if !self
                 .pending_revokes
                 .iter()

@@ -1174,6 +1174,10 @@ pub const SCRIPTED: &[(&str, Script)] = &[
         "retired-during-a-new-login-reads-nothing",
         retired_during_a_new_login_reads_nothing,
     ),
+    (
+        "readded-while-an-older-revoke-hangs",
+        readded_while_an_older_revoke_hangs,
+    ),
 ];
 
 /// The common base: AppRole, one dynamic secret, no faults, a 20-minute run.
@@ -1439,6 +1443,32 @@ fn retired_during_a_new_login_reads_nothing(dir: &Path) -> Scenario {
             (S(19), Event::Reload(regraced)),
             (S(200), Event::Latency(S(0))),
             (S(300), Event::DbDown(false)),
+        ],
+    )
+}
+
+/// Found by seed 69233: the same as seed 1006, but the secret was configured again while
+/// the removed worker waited on an older lease's revoke (Vault slower than the request
+/// timeout). The re-add was looked at only before the round of revokes, so the current
+/// credential's revoke, next in that round, still went out.
+fn readded_while_an_older_revoke_hangs(dir: &Path) -> Scenario {
+    let mut sc = scripted(dir);
+    sc.dyn_ttl = S(1800);
+    let kept = sc.secrets.clone();
+    let second = second_secret(&sc, dir);
+    sc.secrets.push(second);
+    let both = sc.secrets.clone();
+    finish(
+        sc,
+        vec![
+            // db1's old lease waits for its revoke at 25 s, which times out from then on.
+            (S(20), Event::RotateAll),
+            (S(24), Event::Latency(S(12))),
+            (S(30), Event::Reload(kept)),
+            // The grace ends at 35 s: the old lease's revoke takes until 45 s, and then came
+            // the current one's.
+            (S(40), Event::Reload(both)),
+            (S(300), Event::Latency(S(0))),
         ],
     )
 }
