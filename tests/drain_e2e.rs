@@ -16,16 +16,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 use testkit::mariadb::MariaDb;
 
 const SEC: fn(u64) -> Duration = Duration::from_secs;
-
-/// MySQL plugin statements, as in `mariadb_e2e.rs`: a password, no privilege to see others.
-const MARIA_SQL: &[&str] = &[
-    "CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}';",
-    "GRANT SELECT ON mysql.db TO '{{name}}'@'%';",
-];
 
 /// The database the app talks to, seen from the test.
 enum Db<'a> {
@@ -116,27 +110,7 @@ async fn stack(maria: Option<&MariaDb>) -> (Stack, &'static str) {
         stack.dynamic_role("app", "1h", "2h").await;
         return (stack, "database/creds/app");
     };
-    stack
-        .api(
-            "POST",
-            "database/config/maria",
-            json!({
-                "plugin_name": "mysql-database-plugin",
-                "connection_url": db.plugin_connection_url(),
-                "username": db.admin_user(),
-                "password": db.admin_password(),
-                "allowed_roles": "*",
-            }),
-        )
-        .await;
-    stack
-        .api(
-            "POST",
-            "database/roles/maria",
-            json!({"db_name": "maria", "creation_statements": MARIA_SQL,
-                   "default_ttl": "1h", "max_ttl": "2h"}),
-        )
-        .await;
+    stack.mariadb_role(db, "1h", "2h").await;
     (stack, "database/creds/maria")
 }
 

@@ -12,45 +12,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 use testkit::mariadb::MariaDb;
 
 const SEC: fn(u64) -> Duration = Duration::from_secs;
-
-/// MySQL plugin statements: a user that may log in from anywhere (MariaDB runs with
-/// `--skip-name-resolve` and listens on 127.0.0.1 only) and read one schema.
-const MARIA_SQL: &[&str] = &[
-    "CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}';",
-    "GRANT SELECT ON mysql.db TO '{{name}}'@'%';",
-];
-
-/// OpenBao with the database engine pointed at MariaDB (connection `maria`, role `maria`), plus
-/// the usual PostgreSQL connection from `Stack`.
-async fn stack_with_mariadb(db: &MariaDb, ttl: &str, max_ttl: &str) -> Stack {
-    let stack = Stack::start_on(Vault::Bao).await;
-    stack
-        .api(
-            "POST",
-            "database/config/maria",
-            json!({
-                "plugin_name": "mysql-database-plugin",
-                "connection_url": db.plugin_connection_url(),
-                "username": db.admin_user(),
-                "password": db.admin_password(),
-                "allowed_roles": "*",
-            }),
-        )
-        .await;
-    stack
-        .api(
-            "POST",
-            "database/roles/maria",
-            json!({"db_name": "maria", "creation_statements": MARIA_SQL,
-                   "default_ttl": ttl, "max_ttl": max_ttl}),
-        )
-        .await;
-    stack
-}
 
 fn expires(v: &Value) -> SystemTime {
     humantime::parse_rfc3339(v["expires_at"].as_str().unwrap()).unwrap()
@@ -60,7 +25,8 @@ fn expires(v: &Value) -> SystemTime {
 async fn agent_issues_renews_rotates_and_revokes_mariadb_users_through_openbao() {
     let db = MariaDb::start();
     // 4 s leases capped at 12 s: renewals every few seconds, and a new user at the cap.
-    let stack = stack_with_mariadb(&db, "4s", "12s").await;
+    let stack = Stack::start_on(Vault::Bao).await;
+    stack.mariadb_role(&db, "4s", "12s").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
     let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);

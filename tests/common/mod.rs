@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use testkit::devvault::DevVault;
+use testkit::mariadb::MariaDb;
 use testkit::openbao::OpenBao;
 use testkit::pg::PgCluster;
 
@@ -246,6 +247,35 @@ impl Stack {
             "POST",
             &format!("database/roles/{name}"),
             json!({"db_name": "pg", "creation_statements": ROLE_SQL, "default_ttl": ttl, "max_ttl": max_ttl}),
+        )
+        .await;
+    }
+
+    /// The database engine pointed at MariaDB too (connection `maria`, OpenBao's MySQL
+    /// plugin), with a role `maria` whose users may log in from anywhere (MariaDB runs with
+    /// `--skip-name-resolve` on 127.0.0.1) and read one schema, but not see others' sessions.
+    pub async fn mariadb_role(&self, db: &MariaDb, ttl: &str, max_ttl: &str) {
+        const MARIA_SQL: &[&str] = &[
+            "CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}';",
+            "GRANT SELECT ON mysql.db TO '{{name}}'@'%';",
+        ];
+        self.api(
+            "POST",
+            "database/config/maria",
+            json!({
+                "plugin_name": "mysql-database-plugin",
+                "connection_url": db.plugin_connection_url(),
+                "username": db.admin_user(),
+                "password": db.admin_password(),
+                "allowed_roles": "*",
+            }),
+        )
+        .await;
+        self.api(
+            "POST",
+            "database/roles/maria",
+            json!({"db_name": "maria", "creation_statements": MARIA_SQL,
+                   "default_ttl": ttl, "max_ttl": max_ttl}),
         )
         .await;
     }
