@@ -1325,11 +1325,7 @@ fn unanswered_renewals_still_revoke(dir: &Path) -> Scenario {
 
 /// Found by seed 3875: the same as seed 1197, for a secret that SIGHUP removed.
 fn removed_secret_retries_a_failed_revoke(dir: &Path) -> Scenario {
-    let mut sc = scripted(dir);
-    sc.dyn_ttl = S(1800);
-    let kept = sc.secrets.clone();
-    let second = second_secret(&sc, dir);
-    sc.secrets.push(second);
+    let (sc, kept) = with_a_removable_secret(dir);
     let fault = Fault::new(503, 2).on("sys/leases/revoke");
     finish(
         sc,
@@ -1341,11 +1337,7 @@ fn removed_secret_retries_a_failed_revoke(dir: &Path) -> Scenario {
 /// secret was configured again, and revoked the credential its file still held while the
 /// new worker could not issue (the database down).
 fn readded_while_its_revoke_is_retried(dir: &Path) -> Scenario {
-    let mut sc = scripted(dir);
-    sc.dyn_ttl = S(1800);
-    let kept = sc.secrets.clone();
-    let second = second_secret(&sc, dir);
-    sc.secrets.push(second);
+    let (sc, kept) = with_a_removable_secret(dir);
     let both = sc.secrets.clone();
     let fault = Fault::new(503, 3).on("sys/leases/revoke");
     finish(
@@ -1452,11 +1444,7 @@ fn retired_during_a_new_login_reads_nothing(dir: &Path) -> Scenario {
 /// timeout). The re-add was looked at only before the round of revokes, so the current
 /// credential's revoke, next in that round, still went out.
 fn readded_while_an_older_revoke_hangs(dir: &Path) -> Scenario {
-    let mut sc = scripted(dir);
-    sc.dyn_ttl = S(1800);
-    let kept = sc.secrets.clone();
-    let second = second_secret(&sc, dir);
-    sc.secrets.push(second);
+    let (sc, kept) = with_a_removable_secret(dir);
     let both = sc.secrets.clone();
     finish(
         sc,
@@ -1471,6 +1459,18 @@ fn readded_while_an_older_revoke_hangs(dir: &Path) -> Scenario {
             (S(300), Event::Latency(S(0))),
         ],
     )
+}
+
+/// Two dynamic secrets on long leases, and the set of secrets without the second (`db1`): the
+/// start of the scenarios where SIGHUP removes a secret, and may configure it again.
+fn with_a_removable_secret(dir: &Path) -> (Scenario, Vec<SecretSpec>) {
+    let mut sc = scripted(dir);
+    // Long enough that a lease left unrevoked outlives the leak bound.
+    sc.dyn_ttl = S(1800);
+    let kept = sc.secrets.clone();
+    let second = second_secret(&sc, dir);
+    sc.secrets.push(second);
+    (sc, kept)
 }
 
 /// A second dynamic secret like the scripted scenario's first: `db1`, from `app1`.
