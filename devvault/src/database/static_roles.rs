@@ -17,7 +17,15 @@ pub fn static_creds_data(r: &StaticRole, openbao: bool) -> Value {
         }
         None => {}
     }
-    if !r.rotation_period.is_zero() || openbao {
+    // OpenBao's static-creds name the period even when the role rotates on a schedule.
+    insert_rotation(&mut m, r, openbao);
+    Value::Object(m)
+}
+
+/// The role's rotation: its period, or else its schedule (and window, when set).
+/// `period_anyway` names the period even when it is zero.
+fn insert_rotation(m: &mut Map<String, Value>, r: &StaticRole, period_anyway: bool) {
+    if !r.rotation_period.is_zero() || period_anyway {
         m.insert(
             "rotation_period".into(),
             json!(util::secs(r.rotation_period)),
@@ -31,7 +39,6 @@ pub fn static_creds_data(r: &StaticRole, openbao: bool) -> Value {
             );
         }
     }
-    Value::Object(m)
 }
 
 pub async fn static_role(
@@ -59,20 +66,7 @@ pub async fn static_role(
                 m.insert("skip_import_rotation".into(), json!(r.skip_import_rotation));
                 m.insert("ttl".into(), json!(r.ttl(SystemTime::now())));
             }
-            if !r.rotation_period.is_zero() {
-                m.insert(
-                    "rotation_period".into(),
-                    json!(util::secs(r.rotation_period)),
-                );
-            } else {
-                m.insert("rotation_schedule".into(), json!(r.rotation_schedule));
-                if !r.rotation_window.is_zero() {
-                    m.insert(
-                        "rotation_window".into(),
-                        json!(util::secs(r.rotation_window)),
-                    );
-                }
-            }
+            insert_rotation(&mut m, r, false);
             Ok(Reply::Logical(Logical::data(Value::Object(m))))
         }
         Op::Delete => {
