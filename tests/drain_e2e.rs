@@ -116,30 +116,10 @@ async fn stack(maria: Option<&MariaDb>) -> (Stack, &'static str) {
 
 async fn agent(stack: &Stack, secret: &str, drain: &str, grace: &str, dir: &Path) -> AgentProc {
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
-    let (rf, sf) = approle_files(dir, &role_id, &secret_id);
     let out = dir.join("db.json");
-    let mut agent = AgentProc::spawn(
-        &[
-            "--vault-addr",
-            stack.addr(),
-            "--auth",
-            "approle",
-            "--role-id-file",
-            &rf,
-            "--secret-id-file",
-            &sf,
-            "--secret",
-            secret,
-            "--output",
-            out.to_str().unwrap(),
-            "--revoke-grace",
-            grace,
-            "--drain-check",
-            drain,
-        ],
-        &[],
-        dir,
-    );
+    let extra = ["--revoke-grace", grace, "--drain-check", drain];
+    let login = (role_id.as_str(), secret_id.as_str());
+    let mut agent = AgentProc::approle_secret(stack, dir, login, secret, &out, &extra);
     agent.wait_ready(SEC(20)).await;
     agent
 }

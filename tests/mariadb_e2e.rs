@@ -29,28 +29,14 @@ async fn agent_issues_renews_rotates_and_revokes_mariadb_users_through_openbao()
     stack.mariadb_role(&db, "4s", "12s").await;
     let (role_id, secret_id) = stack.approle("1h", "24h").await;
     let dir = tempfile::tempdir().unwrap();
-    let (rf, sf) = approle_files(dir.path(), &role_id, &secret_id);
     let out = dir.path().join("maria.json");
-    let mut agent = AgentProc::spawn(
-        &[
-            "--vault-addr",
-            stack.addr(),
-            "--auth",
-            "approle",
-            "--role-id-file",
-            &rf,
-            "--secret-id-file",
-            &sf,
-            "--secret",
-            "database/creds/maria",
-            "--output",
-            out.to_str().unwrap(),
-            "--revoke-grace",
-            "1s",
-            "--revoke-on-exit",
-        ],
-        &[],
+    let mut agent = AgentProc::approle_secret(
+        &stack,
         dir.path(),
+        (&role_id, &secret_id),
+        "database/creds/maria",
+        &out,
+        &["--revoke-grace", "1s", "--revoke-on-exit"],
     );
     agent.wait_ready(SEC(20)).await;
 

@@ -829,6 +829,19 @@ impl AgentProc {
         out: &Path,
         extra: &[&str],
     ) -> AgentProc {
+        let login = (role_id, secret_id);
+        AgentProc::approle_secret(stack, dir, login, "database/creds/app", out, extra)
+    }
+
+    /// [`AgentProc::approle`] for another secret path.
+    pub fn approle_secret(
+        stack: &Stack,
+        dir: &Path,
+        (role_id, secret_id): (&str, &str),
+        secret: &str,
+        out: &Path,
+        extra: &[&str],
+    ) -> AgentProc {
         let (rf, sf) = approle_files(dir, role_id, secret_id);
         let mut args = vec![
             "--vault-addr",
@@ -840,7 +853,7 @@ impl AgentProc {
             "--secret-id-file",
             &sf,
             "--secret",
-            "database/creds/app",
+            secret,
             "--output",
             out.to_str().unwrap(),
         ];
