@@ -276,6 +276,20 @@ pub fn comma_list(v: &Value) -> Vec<String> {
     }
 }
 
+/// A JSON object as a string map (token `meta`, KV `custom_metadata`): a string value as is,
+/// any other value as its JSON text.
+pub fn string_map(m: &serde_json::Map<String, Value>) -> BTreeMap<String, String> {
+    m.iter()
+        .map(|(k, v)| {
+            let v = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
+            (k.clone(), v)
+        })
+        .collect()
+}
+
 /// A list of SQL statements: an array is taken as is; a single string is one
 /// statement (never split on commas, SQL has commas).
 pub fn statement_list(v: &Value) -> Vec<String> {

@@ -78,18 +78,7 @@ pub fn metadata(kv: &mut KvStore, req: &Req, key: &str, flavor: Flavor) -> ApiRe
                 s.delete_version_after = util::parse_duration(v).map_err(ApiError::bad_request)?;
             }
             if let Some(Value::Object(m)) = req.data.get("custom_metadata") {
-                s.custom_metadata = Some(
-                    m.iter()
-                        .map(|(k, v)| {
-                            (
-                                k.clone(),
-                                v.as_str()
-                                    .map(str::to_string)
-                                    .unwrap_or_else(|| v.to_string()),
-                            )
-                        })
-                        .collect(),
-                );
+                s.custom_metadata = Some(util::string_map(m));
             }
             s.updated_time = now;
             s.metadata_version += 1;

@@ -206,17 +206,7 @@ fn create(core: &mut Core, req: &mut Req, orphan_path: bool) -> ApiResult<Reply>
         .map_err(ApiError::bad_request)?
         .unwrap_or(false);
     let meta: BTreeMap<String, String> = match d.get("meta") {
-        Some(Value::Object(m)) => m
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| v.to_string()),
-                )
-            })
-            .collect(),
+        Some(Value::Object(m)) => util::string_map(m),
         _ => BTreeMap::new(),
     };
     let display = str_field(d, "display_name");
